@@ -1,0 +1,267 @@
+"""Gateway configuration: a YAML file, overridden by ``AGORA__...`` environment variables.
+
+Every key is validated at start. Unknown keys are errors, and every error names
+the key it is about (``policy.timeout_ms: ...``), so that a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.exceptions import ConfigError
+
+ENV_PREFIX = "AGORA__"
+ENV_SEPARATOR = "__"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class UpstreamTimeout(_Strict):
+    connect: Annotated[float, Field(gt=0)] = 2.0
+    read: Annotated[float, Field(gt=0)] = 120.0
+    """Seconds to the first byte of the response, and between two chunks of it."""
+
+
+class Upstream(_Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    url: AnyHttpUrl
+    models: list[str] = ["*"]
+    timeout: UpstreamTimeout = UpstreamTimeout()
+    api_key_env: str | None = None
+    """Environment variable holding the upstream's own API key, sent as a bearer token."""
+    max_connections: Annotated[int, Field(ge=1)] = 256
+
+
+class Policy(_Strict):
+    bundle: Path = Path("policies")
+    pinned_digest: Annotated[str | None, Field(pattern=r"^sha256:[0-9a-f]{64}$")] = None
+    opa: Literal["managed", "external"] = "managed"
+    opa_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8181")
+    opa_binary: str = "opa"
+    decision_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")] = (
+        "agora/main"
+    )
+    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
+    version: Annotated[int, Field(ge=0)] = 0
+    """Version number reported for a locally pinned bundle (the chain assigns its own)."""
+
+
+class Auth(_Strict):
+    required: bool = True
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: list[str] = ["RS256", "ES256"]
+    jwks_url: AnyHttpUrl | None = None
+    jwks_cache_s: Annotated[float, Field(gt=0)] = 300.0
+    jwks_min_refresh_s: Annotated[float, Field(ge=0)] = 10.0
+    public_key_file: Path | None = None
+    secret_env: str | None = None
+    leeway_s: Annotated[float, Field(ge=0)] = 30.0
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = {
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+            "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
+        }  # fmt: skip
+        unknown = [alg for alg in value if alg not in allowed]
+        if unknown:
+            raise ValueError(f"unsupported algorithm(s) {unknown}; 'none' is never accepted")
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Auth:
+        sources = [
+            s for s in (self.jwks_url, self.public_key_file, self.secret_env) if s is not None
+        ]
+        if len(sources) > 1:
+            raise ValueError("set only one of jwks_url, public_key_file, secret_env")
+        hmac = [a for a in self.algorithms if a.startswith("HS")]
+        if self.secret_env is not None and len(hmac) != len(self.algorithms):
+            raise ValueError("secret_env (a shared secret) allows only HS* algorithms")
+        if self.secret_env is None and hmac:
+            raise ValueError("HS* algorithms need secret_env; never HMAC with a public key")
+        if self.public_key_file is not None and not self.public_key_file.is_file():
+            raise ValueError(f"public_key_file {self.public_key_file} is not a readable file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any key source is configured (else every token is rejected)."""
+        return any(s is not None for s in (self.jwks_url, self.public_key_file, self.secret_env))
+
+
+class Governance(_Strict):
+    chain: Literal["embedded", "rpc"] = "embedded"
+    rpc_urls: list[AnyHttpUrl] = []
+    registry: Annotated[str | None, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] = None
+    confirmations: Annotated[int, Field(ge=0)] = 2
+    poll_s: Annotated[float, Field(gt=0)] = 5.0
+    bundle_dir: Path | None = None
+    stale_after_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class DecisionLog(_Strict):
+    path: Path = Path("decisions.jsonl")
+    durability: Literal["record", "batch", "interval"] = "batch"
+    interval_ms: Annotated[int, Field(ge=1)] = 1000
+    rotate_bytes: Annotated[int, Field(ge=0)] = 0
+    """Start a new file when the current one reaches this size; 0 never rotates by size."""
+    rotate_s: Annotated[float, Field(ge=0)] = 0
+    """Start a new file when the current one is this old; 0 never rotates by time."""
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    on_full: Literal["block", "fail_closed"] = "block"
+    caller_hash_key_env: str | None = None
+    """Environment variable with the key of the caller hash (HMAC-SHA256 of ``sub``)."""
+    include_body: bool = False
+    """Store the request body (prompts) in each record; off by default for privacy."""
+
+
+class Limits(_Strict):
+    max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
+
+
+class Settings(_Strict):
+    listen: Listen = Listen()
+    upstreams: Annotated[list[Upstream], Field(min_length=1)] = [
+        Upstream(name="local", url=AnyHttpUrl("http://127.0.0.1:9000"))
+    ]
+    policy: Policy = Policy()
+    auth: Auth = Auth()
+    governance: Governance | None = None
+    decision_log: DecisionLog = DecisionLog()
+    limits: Limits = Limits()
+    header_allowlist: list[str] = [
+        "content-type", "user-agent", "x-request-id", "openai-organization", "openai-project",
+    ]  # fmt: skip
+    """Request headers (lower-case) copied into the policy input; never credentials."""
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_names(cls, value: list[Upstream]) -> list[Upstream]:
+        names = [u.name for u in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate upstream name(s) {duplicates}")
+        return value
+
+    @field_validator("header_allowlist")
+    @classmethod
+    def _no_credentials(cls, value: list[str]) -> list[str]:
+        forbidden = {"authorization", "cookie", "proxy-authorization", "x-api-key", "api-key"}
+        bad = [h for h in value if h.lower() in forbidden]
+        if bad:
+            raise ValueError(f"credential headers may not reach policy input: {bad}")
+        return [h.lower() for h in value]
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, override and validate the configuration; raise ConfigError naming the key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        raw = loaded or {}
+    apply_env_overrides(raw, os.environ if environ is None else environ)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Set ``AGORA__A__B=value`` as ``raw[a][b]``; the value is parsed as a YAML scalar or list.
+
+    A list index is a number: ``AGORA__UPSTREAMS__0__URL``.
+    """
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
+        if not all(keys):
+            raise ConfigError(f"{name}: empty key level in environment override")
+        try:
+            value = yaml.safe_load(environ[name])
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: value is not valid YAML: {exc}") from exc
+        node: Any = raw
+        for depth, key in enumerate(keys[:-1]):
+            node = _child(node, key, name, next_is_index=keys[depth + 1].isdigit())
+        _assign(node, keys[-1], value, name)
+
+
+def _child(node: Any, key: str, env_name: str, next_is_index: bool) -> Any:
+    if isinstance(node, list):
+        index = _index(node, key, env_name)
+        if node[index] is None:
+            node[index] = [] if next_is_index else {}
+        return node[index]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{env_name}: {key!r} is not inside a mapping")
+    if node.get(key) is None:
+        node[key] = [] if next_is_index else {}
+    return node[key]
+
+
+def _assign(node: Any, key: str, value: Any, env_name: str) -> None:
+    if isinstance(node, list):
+        node[_index(node, key, env_name)] = value
+    elif isinstance(node, dict):
+        node[key] = value
+    else:
+        raise ConfigError(f"{env_name}: {key!r} is not inside a mapping")
+
+
+def _index(node: list[Any], key: str, env_name: str) -> int:
+    if not key.isdigit():
+        raise ConfigError(f"{env_name}: {key!r} must be a list index")
+    index = int(key)
+    if index > len(node):
+        raise ConfigError(f"{env_name}: list index {index} skips past the end ({len(node)})")
+    if index == len(node):
+        node.append(None)
+    return index
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
