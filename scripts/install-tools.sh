@@ -9,6 +9,7 @@ BIN="$AGORA_CACHE/bin"
 mkdir -p "$BIN"
 
 OPA_VERSION="v1.22.2"
+GETH_VERSION="v1.17.10"
 
 go_tool() { # name module version
     local name="$1" module="$2" version="$3"
@@ -20,6 +21,23 @@ go_tool() { # name module version
 }
 
 install_opa() { go_tool opa github.com/open-policy-agent/opa "$OPA_VERSION"; }
+install_geth() { go_tool geth github.com/ethereum/go-ethereum/cmd/geth "$GETH_VERSION"; }
+
+# solc and @openzeppelin/contracts are pinned by contracts/package-lock.json and
+# installed with `npm ci` into $AGORA_CACHE/node, reinstalled only when the lockfile changes.
+install_solc() {
+    local root dir stamp
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    dir="$AGORA_CACHE/node"
+    stamp="$dir/.lock-$(sha256sum "$root/contracts/package-lock.json" | cut -c1-16)"
+    if [[ -f "$stamp" ]]; then return; fi
+    echo "installing solc and @openzeppelin/contracts (npm ci into $dir)" >&2
+    mkdir -p "$dir"
+    rm -f "$dir"/.lock-*
+    cp "$root/contracts/package.json" "$root/contracts/package-lock.json" "$dir/"
+    npm ci --prefix "$dir" --no-audit --no-fund --ignore-scripts --silent
+    touch "$stamp"
+}
 
 tools=("$@")
 if [[ ${#tools[@]} -eq 0 ]]; then tools=(opa); fi
