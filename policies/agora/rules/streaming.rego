@@ -1,0 +1,9 @@
+package agora.rules
+
+# Streaming is allowed; data streaming.anonymous = false refuses it to
+# anonymous callers.
+violation contains "streaming is not available to anonymous callers" if {
+	streaming
+	not authenticated
+	object.get(object_at(cfg, "streaming"), "anonymous", true) == false
+}
