@@ -60,9 +60,7 @@ class Policy(_Strict):
     opa: Literal["managed", "external"] = "managed"
     opa_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8181")
     opa_binary: str = "opa"
-    decision_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")] = (
-        "agora/main"
-    )
+    decision_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")] = "agora/main"
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
     version: Annotated[int, Field(ge=0)] = 0
     """Version number reported for a locally pinned bundle (the chain assigns its own)."""
@@ -180,9 +178,7 @@ class Settings(_Strict):
         return [h.lower() for h in value]
 
 
-def load_settings(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, override and validate the configuration; raise ConfigError naming the key."""
     raw: dict[str, Any] = {}
     if path is not None:

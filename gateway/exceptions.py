@@ -1,14 +1,14 @@
 """Agora's own exceptions; library errors (aiohttp, OPA, pyjwt, web3) are mapped here.
 
-    AgoraError
-    ├── ConfigError            bad configuration; names the key
-    ├── AuthError              the caller's token is invalid (401)
-    ├── BundleError            a policy bundle cannot be read or built
-    │   └── DigestMismatch     a bundle's digest differs from the pinned/ratified one
-    ├── PolicyUnavailable      no decision: OPA down, slow, or no active policy (503)
-    ├── UpstreamError          the model upstream failed (502)
-    │   └── UpstreamTimeout    the model upstream did not answer in time (504)
-    └── ChainError             the governance chain cannot be read or written
+AgoraError
+├── ConfigError            bad configuration; names the key
+├── AuthError              the caller's token is invalid (401)
+├── BundleError            a policy bundle cannot be read or built
+│   └── DigestMismatch     a bundle's digest differs from the pinned/ratified one
+├── PolicyUnavailable      no decision: OPA down, slow, or no active policy (503)
+├── UpstreamError          the model upstream failed (502)
+│   └── UpstreamTimeout    the model upstream did not answer in time (504)
+└── ChainError             the governance chain cannot be read or written
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""Prometheus metrics. Names are constants here so that docs, dashboards and tests share them.
+
+Each gateway process owns its registry; run one worker per pod and let
+Prometheus aggregate pods (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+DECISIONS = "agora_decisions"
+DECISION_LATENCY = "agora_decision_duration_seconds"
+UPSTREAM_LATENCY = "agora_upstream_duration_seconds"
+REQUESTS_REJECTED = "agora_requests_rejected"
+POLICY_VERSION = "agora_policy_active_version"
+POLICY_INFO = "agora_policy_active"
+COMPONENT_STATE = "agora_component_state"
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class GatewayMetrics:
+    """The gateway's metric families, registered in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            DECISIONS,
+            "Policy decisions by outcome (allowed, denied, failed_closed), API, model, version.",
+            ["outcome", "api", "model", "policy_version"],
+            registry=self.registry,
+        )
+        self.decision_latency = Histogram(
+            DECISION_LATENCY,
+            "Time to obtain a policy decision from OPA.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            UPSTREAM_LATENCY,
+            "Time from forwarding a request to the end of the upstream response.",
+            ["upstream", "status"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            REQUESTS_REJECTED,
+            "Requests refused before policy (bad input, bad token, unknown model).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.policy_version = Gauge(
+            POLICY_VERSION,
+            "The policy version in force (-1: none verified yet).",
+            registry=self.registry,
+        )
+        self.policy_version.set(-1)
+        self.policy_info = Info(
+            POLICY_INFO, "Digest and source of the policy in force.", registry=self.registry
+        )
+        self.component_state = Gauge(
+            COMPONENT_STATE,
+            "1 for the current state of each background component, 0 otherwise.",
+            ["component", "state"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,174 @@
+"""OPA as the gateway runs it: its bundle configuration, and a supervised local process.
+
+Whether OPA is managed (a child process on loopback) or external (the Kubernetes
+sidecar), it is configured the same way: its bundle plugin downloads the active
+verified bundle from the gateway, so that each new version is activated by OPA
+in one transaction. ``agora opa-config`` prints that configuration for a sidecar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from gateway.exceptions import ConfigError
+from gateway.lifecycle import State
+from gateway.pinning import BUNDLE_RESOURCE
+
+logger = logging.getLogger("agora.opa")
+
+BUNDLE_NAME = "agora"
+LONG_POLL_S = 10
+_RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def opa_config(gateway_url: str) -> dict[str, Any]:
+    """OPA configuration that pulls the active verified bundle from the gateway."""
+    return {
+        "services": {"agora": {"url": gateway_url.rstrip("/")}},
+        "bundles": {
+            BUNDLE_NAME: {
+                "service": "agora",
+                "resource": BUNDLE_RESOURCE,
+                "persist": False,
+                "polling": {
+                    "min_delay_seconds": 1,
+                    "max_delay_seconds": 2,
+                    "long_polling_timeout_seconds": LONG_POLL_S,
+                },
+            }
+        },
+        "decision_logs": {"console": False},
+    }
+
+
+def find_opa(binary: str) -> str:
+    """The OPA executable: a path, or a name on PATH (the setup script installs it)."""
+    found = shutil.which(binary) or shutil.which(str(Path.home() / ".cache/agora/bin" / binary))
+    if found is None:
+        raise ConfigError(
+            f"policy.opa_binary: {binary!r} not found on PATH; run scripts/install-tools.sh opa"
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ManagedOpa:
+    """A local ``opa run --server`` on loopback, restarted with backoff if it dies."""
+
+    name = "opa"
+
+    def __init__(self, binary: str, gateway_url: str, port: int | None = None):
+        self._binary = find_opa(binary)
+        self._gateway_url = gateway_url
+        self.port = port or free_port()
+        self._workdir = tempfile.TemporaryDirectory(prefix="agora-opa-")
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._state = State.NOT_READY
+        self._detail = "not started"
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def detail(self) -> str:
+        return self._detail
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        config_file = Path(self._workdir.name) / "opa.yaml"
+        config_file.write_text(yaml.safe_dump(opa_config(self._gateway_url)))
+        self._supervisor = asyncio.create_task(self._supervise(config_file), name="managed-opa")
+
+    async def stop(self) -> None:
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        await self._terminate()
+        self._state = State.STOPPED
+        self._detail = "stopped"
+        self._workdir.cleanup()
+
+    async def wait_healthy(self, timeout_s: float) -> bool:
+        """Wait until OPA answers ``/health``; False at the timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
+            while asyncio.get_running_loop().time() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"{self.url}/health") as response:
+                        if response.status == 200:
+                            return True
+                await asyncio.sleep(0.05)
+        return False
+
+    async def _supervise(self, config_file: Path) -> None:
+        failures = 0
+        while True:
+            await self._spawn(config_file)
+            if await self.wait_healthy(timeout_s=30):
+                self._state, self._detail = State.OK, f"pid {self.pid} on {self.url}"
+                failures = 0
+            assert self._process is not None
+            code = await self._process.wait()
+            self._state = State.ERROR
+            self._detail = f"opa exited with code {code}; restarting"
+            logger.warning("managed OPA exited with code %s; restarting", code)
+            delay = _RESTART_BACKOFF_S[min(failures, len(_RESTART_BACKOFF_S) - 1)]
+            failures += 1
+            self.restarts += 1
+            await asyncio.sleep(delay)
+
+    async def _spawn(self, config_file: Path) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            self._binary,
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{self.port}",
+            "--config-file",
+            str(config_file),
+            "--log-level",
+            "error",
+            "--disable-telemetry",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        self._state, self._detail = State.NOT_READY, f"starting pid {self._process.pid}"
+
+    async def _terminate(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

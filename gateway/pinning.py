@@ -1,0 +1,149 @@
+"""Verified policy versions, and the bundle service through which OPA activates them.
+
+Only a bundle whose digest was checked (against ``policy.pinned_digest`` or the
+digest ratified on chain) ever enters the store. OPA's bundle plugin downloads the
+active version from the gateway (long polling, on loopback) and activates it in
+one transaction; every query names the revision that judged it, which maps back
+here to the version and digest that were verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.bundle import Bundle, build_archive
+from gateway.exceptions import BundleError, DigestMismatch
+
+BUNDLE_MEDIA_TYPE = "application/vnd.openpolicyagent.bundles"
+BUNDLE_RESOURCE = "/_agora/bundles/active.tar.gz"
+MAX_LONG_POLL_S = 60.0
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    """One verified policy version as it is enforced and reported."""
+
+    version: int
+    digest: str
+    source: str
+    archive: bytes
+    ratified_block: int | None = None
+    activated_at: float = 0.0
+
+    @property
+    def revision(self) -> str:
+        """The bundle revision OPA reports for this version (set in the served ``.manifest``)."""
+        return f"v{self.version}+{self.digest}"
+
+
+def verify_bundle(bundle: Bundle, expected_digest: str | None) -> str:
+    """The bundle's digest; raise DigestMismatch when an expected digest is given and differs."""
+    digest = bundle.digest
+    if expected_digest is not None and digest != expected_digest:
+        raise DigestMismatch(expected_digest, digest, bundle.source)
+    return digest
+
+
+class PolicyStore:
+    """The verified versions, the one in force, and waiters for the next change."""
+
+    def __init__(self) -> None:
+        self._by_revision: dict[str, PolicyVersion] = {}
+        self._active: PolicyVersion | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def active(self) -> PolicyVersion | None:
+        return self._active
+
+    def lookup(self, revision: str | None) -> PolicyVersion | None:
+        """The verified version that OPA reports by revision, if it is one of ours."""
+        return self._by_revision.get(revision) if revision else None
+
+    def activate(
+        self,
+        bundle: Bundle,
+        version: int,
+        expected_digest: str | None,
+        ratified_block: int | None = None,
+    ) -> PolicyVersion:
+        """Verify ``bundle`` and make it the version served to OPA.
+
+        A version older than the one in force is refused, so that a lagging source
+        can never roll the policy back.
+        """
+        digest = verify_bundle(bundle, expected_digest)
+        current = self._active
+        if current is not None and version < current.version:
+            raise BundleError(
+                f"refusing version {version}: version {current.version} is already in force"
+            )
+        if current is not None and version == current.version:
+            if digest != current.digest:
+                raise DigestMismatch(current.digest, digest, bundle.source)
+            return current
+        if ".manifest" not in bundle.files:
+            raise BundleError(f"{bundle.source}: a policy bundle needs a .manifest with its roots")
+        provisional = PolicyVersion(version, digest, bundle.source, b"")
+        entry = PolicyVersion(
+            version=version,
+            digest=digest,
+            source=bundle.source,
+            archive=build_archive(bundle.files, revision=provisional.revision),
+            ratified_block=ratified_block,
+            activated_at=time.time(),
+        )
+        self._by_revision[entry.revision] = entry
+        self._active = entry
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return entry
+
+    async def wait_for_change(self, known_revision: str | None, timeout_s: float) -> None:
+        """Return when the active revision differs from ``known_revision``, or at the timeout."""
+        if self._active is not None and self._active.revision != known_revision:
+            return
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout_s)
+        except TimeoutError:
+            return
+
+
+async def bundle_endpoint(request: Request) -> Response:
+    """OPA's bundle service: the active verified bundle, with ETag and long polling.
+
+    Served only to loopback clients: it is the channel from the gateway to its
+    own OPA (managed, or the sidecar in the same pod).
+    """
+    client = request.client
+    if client is None or client.host not in {"127.0.0.1", "::1", "localhost"}:
+        return Response(status_code=403)
+    store: PolicyStore = request.app.state.policy_store
+    known = request.headers.get("if-none-match", "").strip('"') or None
+    wait_s = _prefer_wait(request.headers.get("prefer"))
+    if wait_s:
+        await store.wait_for_change(known, wait_s)
+    active = store.active
+    if active is None:
+        return Response(status_code=404, headers={"Cache-Control": "no-store"})
+    headers = {"ETag": f'"{active.revision}"', "Cache-Control": "no-store"}
+    if known == active.revision:
+        return Response(status_code=304, headers=headers)
+    return Response(active.archive, media_type=BUNDLE_MEDIA_TYPE, headers=headers)
+
+
+def _prefer_wait(prefer: str | None) -> float:
+    for item in (prefer or "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return min(max(float(value), 0.0), MAX_LONG_POLL_S)
+            except ValueError:
+                return 0.0
+    return 0.0

@@ -1,0 +1,156 @@
+"""The policy input document, and decisions asked of OPA through its Data API.
+
+A decision is only trusted when OPA names, through ``provenance``, the bundle
+revision that produced it and that revision is a version the gateway verified.
+Anything else (OPA down, slow, no decision, an unknown revision) is
+PolicyUnavailable: the gateway fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from opa_client.opa_async import AsyncOpaClient
+
+from gateway.auth import Caller
+from gateway.exceptions import PolicyUnavailable
+from gateway.pinning import PolicyStore, PolicyVersion
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the gateway knows of a request before asking policy."""
+
+    api: str
+    model: str | None
+    stream: bool
+    body: Any
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    upstream: str | None
+
+
+def build_input(
+    facts: RequestFacts, caller: Caller, version: PolicyVersion, now: datetime | None = None
+) -> dict[str, Any]:
+    """The ``input`` document of docs/policy.md, exactly as Rego sees it."""
+    moment = now or datetime.now(UTC)
+    return {
+        "api": facts.api,
+        "model": facts.model,
+        "stream": facts.stream,
+        "body": facts.body if facts.body is not None else {},
+        "request": {
+            "method": facts.method,
+            "path": facts.path,
+            "query": facts.query,
+            "headers": facts.headers,
+        },
+        "caller": caller.as_input(),
+        "upstream": facts.upstream,
+        "policy": {"version": version.version, "digest": version.digest},
+        "time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """OPA's answer, and the verified version that produced it."""
+
+    allow: bool
+    reasons: list[str]
+    version: PolicyVersion
+    document: dict[str, Any] = field(default_factory=dict)
+
+
+class PolicyEngine:
+    """Asks OPA for decisions at the configured path, within a hard timeout."""
+
+    def __init__(self, opa_url: str, decision_path: str, timeout_ms: int, store: PolicyStore):
+        parts = urlsplit(opa_url)
+        self._client = AsyncOpaClient(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (443 if parts.scheme == "https" else 80),
+            ssl=parts.scheme == "https",
+            retries=0,
+            timeout=timeout_ms / 1000,
+        )
+        self._decision_path = decision_path
+        self._timeout_s = timeout_ms / 1000
+        self._store = store
+
+    async def start(self) -> None:
+        await self._client._init_session()
+
+    async def stop(self) -> None:
+        await self._client.close_connection()
+
+    async def decide(self, facts: RequestFacts, caller: Caller) -> tuple[Decision, dict[str, Any]]:
+        """The decision for a request, and the input document it was judged on.
+
+        If OPA answers from a different verified version than expected (a switch
+        in progress), the question is asked once more with that version in the
+        input, so the whole decision belongs to one version.
+        """
+        expected = self._store.active
+        if expected is None:
+            raise PolicyUnavailable("no verified policy version is active")
+        for _attempt in range(2):
+            document = build_input(facts, caller, expected)
+            result, revision = await self._query(document)
+            judged_by = self._store.lookup(revision)
+            if judged_by is None:
+                raise PolicyUnavailable(
+                    f"OPA answered from unverified bundle revision {revision!r}"
+                )
+            if judged_by.revision == expected.revision:
+                return _to_decision(result, judged_by), document
+            expected = judged_by
+        raise PolicyUnavailable("the policy version changed twice during one decision")
+
+    async def revision(self) -> str | None:
+        """The bundle revision OPA currently enforces (a cheap query), for readiness."""
+        _, revision = await self._query(None, path="agora/__revision")
+        return revision
+
+    async def _query(
+        self, document: dict[str, Any] | None, path: str | None = None
+    ) -> tuple[Any, str | None]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._client.query_rule(
+                    input_data=document or {},
+                    package_path=path or self._decision_path,
+                    query_params={"provenance": "true"},
+                )
+        except TimeoutError as exc:
+            raise PolicyUnavailable(
+                f"OPA did not answer within {self._timeout_s * 1000:.0f} ms"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            raise PolicyUnavailable(f"OPA answered HTTP {exc.status}") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise PolicyUnavailable(f"OPA is unreachable: {exc}") from exc
+        bundles = (response.get("provenance") or {}).get("bundles") or {}
+        revisions = [b.get("revision") for b in bundles.values() if isinstance(b, dict)]
+        revision = revisions[0] if len(revisions) == 1 else None
+        return response.get("result"), revision
+
+
+def _to_decision(result: Any, version: PolicyVersion) -> Decision:
+    if result is None:
+        raise PolicyUnavailable("the policy returned no decision at the configured path")
+    if not isinstance(result, dict) or not isinstance(result.get("allow"), bool):
+        return Decision(False, ["the policy decision is malformed (no boolean 'allow')"], version)
+    raw_reasons = result.get("reasons") or []
+    reasons = [str(r) for r in raw_reasons] if isinstance(raw_reasons, list) else [str(raw_reasons)]
+    if not result["allow"] and not reasons:
+        reasons = ["denied by policy"]
+    return Decision(result["allow"], reasons, version, result)

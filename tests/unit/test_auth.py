@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.auth import Authenticator
+from gateway.config import Auth
+from gateway.exceptions import AuthError
+from tests.support import AUDIENCE, ISSUER, Signer, unsigned_token
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    return Signer()
+
+
+def pem_auth(tmp_path: Path, signer: Signer, **overrides: object) -> Authenticator:
+    key = tmp_path / "key.pem"
+    key.write_bytes(signer.public_pem)
+    fields: dict[str, object] = {
+        "issuer": ISSUER, "audience": AUDIENCE, "algorithms": ["RS256"], "public_key_file": key,
+    }  # fmt: skip
+    fields.update(overrides)
+    return Authenticator(Auth.model_validate(fields))
+
+
+async def test_valid_token(tmp_path: Path, signer: Signer) -> None:
+    caller = await pem_auth(tmp_path, signer).authenticate(f"Bearer {signer.token(sub='bob')}")
+    assert caller.authenticated and caller.sub == "bob" and caller.claims["groups"] == ["members"]
+
+
+async def test_missing_token_depends_on_required(tmp_path: Path, signer: Signer) -> None:
+    with pytest.raises(AuthError, match="missing"):
+        await pem_auth(tmp_path, signer).authenticate(None)
+    anonymous = await pem_auth(tmp_path, signer, required=False).authenticate(None)
+    assert anonymous.authenticated is False
+
+
+@pytest.mark.parametrize(
+    ("make_token", "message"),
+    [
+        (lambda s: s.token(expires_in=-120), "expired"),
+        (lambda s: s.token(audience="x"), "audience"),
+        (lambda s: s.token(issuer="https://x"), "issuer"),
+        (lambda s: unsigned_token(), "not allowed"),
+        (lambda s: Signer().token(), "signature"),
+        (lambda s: "a.b", "malformed"),
+    ],
+)
+async def test_rejections(tmp_path: Path, signer: Signer, make_token: object, message: str) -> None:
+    token = make_token(signer)  # type: ignore[operator]
+    with pytest.raises(AuthError, match=message):
+        await pem_auth(tmp_path, signer).authenticate(f"Bearer {token}")
+
+
+async def test_leeway_accepts_a_just_expired_token(tmp_path: Path, signer: Signer) -> None:
+    token = signer.token(expires_in=-5)
+    caller = await pem_auth(tmp_path, signer, leeway_s=30).authenticate(f"Bearer {token}")
+    assert caller.authenticated
+
+
+async def test_wrong_scheme(tmp_path: Path, signer: Signer) -> None:
+    with pytest.raises(AuthError, match="Bearer"):
+        await pem_auth(tmp_path, signer).authenticate("Basic dXNlcjpwYXNz")
+
+
+@pytest.fixture
+async def jwks_server(signer: Signer) -> AsyncIterator[tuple[str, dict[str, int]]]:
+    hits = {"count": 0}
+    state = {"kid": "k1"}
+
+    async def jwks(request: web.Request) -> web.Response:
+        hits["count"] += 1
+        return web.json_response(signer.jwks(state["kid"]))
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/jwks", hits
+    await runner.cleanup()
+
+
+async def test_jwks_is_cached_and_refresh_is_rate_limited(
+    signer: Signer, jwks_server: tuple[str, dict[str, int]]
+) -> None:
+    url, hits = jwks_server
+    config = Auth(
+        issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], jwks_url=url, jwks_min_refresh_s=60
+    )
+    async with aiohttp.ClientSession() as session:
+        auth = Authenticator(config, session)
+        for _ in range(3):
+            await auth.authenticate(f"Bearer {signer.token(kid='k1')}")
+        assert hits["count"] == 1
+        for _ in range(3):
+            with pytest.raises(AuthError, match="unknown key id"):
+                await auth.authenticate(f"Bearer {signer.token(kid='rotated')}")
+        assert hits["count"] == 1  # unknown kids do not hammer the identity provider
+
+
+async def test_jwks_refreshes_on_unknown_kid(
+    signer: Signer, jwks_server: tuple[str, dict[str, int]]
+) -> None:
+    url, hits = jwks_server
+    config = Auth(
+        issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], jwks_url=url, jwks_min_refresh_s=0
+    )
+    async with aiohttp.ClientSession() as session:
+        auth = Authenticator(config, session)
+        await auth.authenticate(f"Bearer {signer.token(kid='k1')}")
+        with pytest.raises(AuthError, match="unknown key id"):
+            await auth.authenticate(f"Bearer {signer.token(kid='k2')}")
+        assert hits["count"] == 2

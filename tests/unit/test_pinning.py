@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.bundle import Bundle
+from gateway.exceptions import BundleError, DigestMismatch
+from gateway.pinning import PolicyStore, _prefer_wait
+
+
+def bundle(rule: str = "allow := true") -> Bundle:
+    return Bundle(
+        {
+            ".manifest": b'{"roots": ["agora"]}',
+            "agora/main.rego": f"package agora.main\n{rule}\n".encode(),
+        },
+        "test",
+    )
+
+
+def test_activation_requires_the_pinned_digest() -> None:
+    store = PolicyStore()
+    with pytest.raises(DigestMismatch):
+        store.activate(bundle(), 1, "sha256:" + "0" * 64)
+    assert store.active is None
+    active = store.activate(bundle(), 1, bundle().digest)
+    assert store.active is active
+    assert store.lookup(active.revision) is active
+    assert active.revision == f"v1+{bundle().digest}"
+
+
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    store = PolicyStore()
+    store.activate(bundle("allow := false"), 2, None)
+    with pytest.raises(BundleError, match="already in force"):
+        store.activate(bundle(), 1, None)
+    assert store.active is not None and store.active.version == 2
+
+
+def test_same_version_with_other_content_is_refused() -> None:
+    store = PolicyStore()
+    store.activate(bundle(), 1, None)
+    with pytest.raises(DigestMismatch):
+        store.activate(bundle("allow := false"), 1, None)
+
+
+def test_old_revisions_stay_known_for_in_flight_decisions() -> None:
+    store = PolicyStore()
+    first = store.activate(bundle(), 1, None)
+    store.activate(bundle("allow := false"), 2, None)
+    assert store.lookup(first.revision) is first
+    assert store.lookup("v9+sha256:unknown") is None
+
+
+async def test_long_poll_wakes_on_activation() -> None:
+    store = PolicyStore()
+    first = store.activate(bundle(), 1, None)
+    waiter = asyncio.create_task(store.wait_for_change(first.revision, timeout_s=5))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    store.activate(bundle("allow := false"), 2, None)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_long_poll_times_out_without_change() -> None:
+    store = PolicyStore()
+    first = store.activate(bundle(), 1, None)
+    await store.wait_for_change(first.revision, timeout_s=0.05)
+
+
+def test_prefer_wait_parsing() -> None:
+    assert _prefer_wait("wait=10") == 10
+    assert _prefer_wait("respond-async, wait=5") == 5
+    assert _prefer_wait("wait=9999") == 60
+    assert _prefer_wait("wait=x") == 0
+    assert _prefer_wait(None) == 0
