@@ -1,0 +1,335 @@
+"""Record format v1 of the decision log: fields, canonical JSON and the hash chain.
+
+A record is one JSON object per line. Its ``hash`` is ``sha256:<hex>`` of the
+record without ``hash`` in RFC 8785 canonical JSON (JCS), and its ``prev`` is
+the ``hash`` of the record before it (``null`` for the first record ever), so
+that changing, removing or reordering any record breaks every later link.
+
+A writer emits each line as the canonical JSON of the record with ``hash``
+appended as the last member: deleting ``,"hash":"..."`` from a line gives back
+exactly the bytes that were hashed (see docs/decision-log.md).
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from gateway.decisionlog.errors import RecordError
+
+RECORD_VERSION = 1
+
+LATENCY_KEYS = ("auth", "policy", "upstream", "total")
+"""The members of ``latency_us``, integer microseconds each."""
+
+Outcome = Literal["allowed", "denied", "failed_closed"]
+OUTCOMES: tuple[Outcome, ...] = ("allowed", "denied", "failed_closed")
+
+_REQUIRED = frozenset(
+    {
+        "v", "seq", "time", "decision_id", "policy", "caller_sub_hash", "api", "model",
+        "upstream", "allow", "reasons", "status", "latency_us", "input_sha256", "prev", "hash",
+    }
+)  # fmt: skip
+_OPTIONAL = frozenset({"body"})
+_CHAINED = ("seq", "prev", "hash")
+_MAX_SAFE_INT = 2**53 - 1
+_SORTED_COMPACT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One decision of the gateway, as handed to the log writer.
+
+    ``input_document`` is the policy input that was evaluated; only its hash is
+    stored. ``body`` (the request body) is stored only when the log is configured
+    with ``include_body``. The writer owns the object once submitted: do not
+    mutate the mappings afterwards.
+    """
+
+    decision_id: str
+    time: datetime
+    policy_version: int | None
+    policy_digest: str | None
+    caller_sub: str | None
+    api: str
+    model: str | None
+    upstream: str | None
+    allow: bool
+    reasons: Sequence[str]
+    status: int
+    latency_us: Mapping[str, int]
+    input_document: Mapping[str, object]
+    body: object = None
+
+
+def outcome(allow: bool, status: int) -> Outcome:
+    """Classify a decision the same way in stats, metrics and /transparency.
+
+    ``denied`` is the policy saying no (403); any other refusal means no
+    trustworthy decision could be made and the gateway failed closed.
+    """
+    if allow:
+        return "allowed"
+    return "denied" if status == 403 else "failed_closed"
+
+
+def version_key(version: int | None) -> str:
+    """The key of a policy version in counts (JSON object keys are strings)."""
+    return "none" if version is None else str(version)
+
+
+def caller_hash(sub: str | None, key: bytes | None) -> str | None:
+    """Pseudonymise the caller: ``hmac-sha256:<hex>`` of ``sub``, ``null`` when anonymous.
+
+    Without a key it falls back to ``sha256:<hex>``, which anyone can reverse
+    by hashing candidate subjects (user ids, e-mail addresses).
+    """
+    if sub is None:
+        return None
+    if key is None:
+        return "sha256:" + hashlib.sha256(sub.encode()).hexdigest()
+    return "hmac-sha256:" + hmac.new(key, sub.encode(), hashlib.sha256).hexdigest()
+
+
+def build_record(
+    decision: Decision, *, caller_key: bytes | None, include_body: bool
+) -> dict[str, object]:
+    """The record of a decision without ``seq``, ``prev`` and ``hash`` (see :func:`seal`).
+
+    Every value is checked here, on the submitting request's side of the queue,
+    so that a decision that cannot be logged fails its own request instead of
+    being lost in the writer. Raise ValueError or TypeError.
+    """
+    d = decision
+    if not isinstance(d.allow, bool):
+        raise TypeError("allow must be a bool")
+    if not _is_int(d.status) or not 100 <= d.status <= 599:
+        raise ValueError(f"status must be an HTTP status code, not {d.status!r}")
+    if d.policy_version is not None and (not _is_int(d.policy_version) or d.policy_version < 0):
+        raise ValueError(f"policy_version must be a non-negative int, not {d.policy_version!r}")
+    if isinstance(d.reasons, str):
+        raise TypeError("reasons must be a sequence of strings, not a string")
+    record: dict[str, object] = {
+        "v": RECORD_VERSION,
+        "time": format_time(d.time),
+        "decision_id": d.decision_id,
+        "policy": {"version": d.policy_version, "digest": d.policy_digest},
+        "caller_sub_hash": caller_hash(d.caller_sub, caller_key),
+        "api": d.api,
+        "model": d.model,
+        "upstream": d.upstream,
+        "allow": d.allow,
+        "reasons": list(d.reasons),
+        "status": d.status,
+        "latency_us": _latencies(d.latency_us),
+        "input_sha256": "sha256:" + hashlib.sha256(canonical_json(d.input_document)).hexdigest(),
+    }
+    if include_body:
+        record["body"] = d.body
+    problem = _malformed({**record, "seq": 1, "prev": None, "hash": ""})
+    if problem:
+        raise TypeError(problem)
+    canonical_json(record)  # rejects what the writer could not serialize
+    return record
+
+
+def seal(fields: Mapping[str, object], seq: int, prev: str | None) -> tuple[str, bytes]:
+    """Chain a record at position ``seq`` after ``prev``: its hash and its log line.
+
+    The line is the canonical JSON of the record with ``hash`` appended as the
+    last member, and a newline.
+    """
+    canonical = canonical_json({**fields, "seq": seq, "prev": prev})
+    digest = "sha256:" + hashlib.sha256(canonical).hexdigest()
+    return digest, canonical[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """Read one log line (without its newline) and check it is a record a writer wrote.
+
+    Checks the hash, and that the line is byte for byte the canonical form: a
+    reformatted line, or one with a duplicated key that a different JSON parser
+    would read differently, is refused. Does not check the chain links.
+    Raise RecordError saying what is wrong.
+    """
+    try:
+        record = json.loads(line)
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise RecordError(f"bad JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise RecordError("bad JSON: not an object")
+    problem = _malformed(record)
+    if problem:
+        raise RecordError(f"malformed record: {problem}")
+    fields = {k: v for k, v in record.items() if k not in _CHAINED}
+    try:
+        digest, expected = seal(fields, record["seq"], record["prev"])
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"bad JSON value: {exc}") from None
+    if digest != record["hash"]:
+        raise RecordError("hash mismatch")
+    if expected[:-1] != line:
+        raise RecordError("not in canonical form (the line was rewritten)")
+    return record
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds, ``2025-01-31T12:00:00.123456Z``: sortable as text."""
+    if moment.utcoffset() is None:
+        raise ValueError("time must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: object) -> bytes:
+    """RFC 8785 (JCS) serialization of a JSON value, UTF-8.
+
+    The C ``json`` encoder with sorted keys already produces JCS for values
+    without floats, integers beyond 2**53 - 1 or object keys outside the Basic
+    Multilingual Plane (Python sorts keys by code point, JCS by UTF-16 code
+    unit): records are such values, and take that fast path. Anything else
+    goes through the pure-Python encoder. Raise TypeError or ValueError for
+    what JSON cannot hold (NaN, non-string keys, lone surrogates, other types).
+    """
+    text = _SORTED_COMPACT.encode(value) if _plain(value) else "".join(_encode(value))
+    return text.encode()
+
+
+def _plain(value: object) -> bool:
+    """Whether the C encoder's output for ``value`` is already JCS."""
+    if value is None or isinstance(value, (str, bool)):
+        return True
+    if isinstance(value, int):
+        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    if isinstance(value, float):
+        # repr and ECMAScript agree on non-integral numbers that both write without exponent.
+        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not (key.isascii() or max(key) < "\U00010000"):
+                return False
+            if not _plain(item):
+                return False
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    return False
+
+
+def _encode(value: object) -> Iterator[str]:
+    if value is None:
+        yield "null"
+    elif isinstance(value, bool):
+        yield "true" if value else "false"
+    elif isinstance(value, int):
+        # JSON numbers are IEEE doubles in JCS: a larger integer is written as the
+        # double it parses to, as an ECMAScript implementation would.
+        yield str(int(value)) if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else _number(float(value))
+    elif isinstance(value, float):
+        yield _number(value)
+    elif isinstance(value, str):
+        yield json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("JSON object keys must be strings")
+        yield "{"
+        for index, key in enumerate(sorted(value, key=lambda k: k.encode("utf-16-be"))):
+            yield "," if index else ""
+            yield json.dumps(key, ensure_ascii=False)
+            yield ":"
+            yield from _encode(value[key])
+        yield "}"
+    elif isinstance(value, (list, tuple)):
+        yield "["
+        for index, item in enumerate(value):
+            yield "," if index else ""
+            yield from _encode(item)
+        yield "]"
+    else:
+        raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _number(x: float) -> str:
+    """ECMAScript Number::toString (ECMA-262 7.1.12.1), which RFC 8785 prescribes.
+
+    ``repr`` gives the shortest digits that round-trip, as ECMAScript requires;
+    only their layout differs.
+    """
+    if not math.isfinite(x):
+        raise ValueError(f"{x} is not a JSON number")
+    if x == 0:
+        return "0"
+    if x < 0:
+        return "-" + _number(-x)
+    _, digit_tuple, exponent = decimal.Decimal(repr(x)).as_tuple()
+    assert isinstance(exponent, int)  # finite
+    point = len(digit_tuple) + exponent  # x = 0.<digits> * 10**point
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    if len(digits) <= point <= 21:
+        return digits + "0" * (point - len(digits))
+    if 0 < point <= 21:
+        return digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return "0." + "0" * -point + digits
+    mantissa = digits if len(digits) == 1 else digits[0] + "." + digits[1:]
+    return f"{mantissa}e{point - 1:+d}"
+
+
+def _latencies(latency: Mapping[str, int]) -> dict[str, int]:
+    if set(latency) != set(LATENCY_KEYS):
+        raise ValueError(f"latency_us must have exactly the keys {', '.join(LATENCY_KEYS)}")
+    for key in LATENCY_KEYS:
+        value = latency[key]
+        if not _is_int(value) or value < 0:
+            raise TypeError(f"latency_us.{key} must be non-negative integer microseconds")
+    return {key: latency[key] for key in LATENCY_KEYS}
+
+
+def _malformed(record: Mapping[str, Any]) -> str | None:
+    """What is structurally wrong with a record, or None: the checks the chain relies on."""
+    if record.get("v") != RECORD_VERSION:
+        return f"unsupported format version {record.get('v')!r}"
+    missing = _REQUIRED - record.keys()
+    if missing:
+        return f"missing {', '.join(sorted(missing))}"
+    unknown = record.keys() - _REQUIRED - _OPTIONAL
+    if unknown:
+        return f"unknown member(s) {', '.join(sorted(unknown))}"
+    policy = record["policy"]
+    checks = {
+        "seq": _is_int(record["seq"]) and record["seq"] >= 1,
+        "prev": record["prev"] is None or isinstance(record["prev"], str),
+        "hash": isinstance(record["hash"], str),
+        "time": isinstance(record["time"], str),
+        "decision_id": isinstance(record["decision_id"], str) and record["decision_id"] != "",
+        "policy": isinstance(policy, dict)
+        and policy.keys() == {"version", "digest"}
+        and (policy["version"] is None or _is_int(policy["version"]))
+        and (policy["digest"] is None or isinstance(policy["digest"], str)),
+        "caller_sub_hash": record["caller_sub_hash"] is None
+        or isinstance(record["caller_sub_hash"], str),
+        "api": isinstance(record["api"], str),
+        "model": record["model"] is None or isinstance(record["model"], str),
+        "upstream": record["upstream"] is None or isinstance(record["upstream"], str),
+        "allow": isinstance(record["allow"], bool),
+        "reasons": isinstance(record["reasons"], list)
+        and all(isinstance(r, str) for r in record["reasons"]),
+        "status": _is_int(record["status"]),
+        "latency_us": isinstance(record["latency_us"], dict)
+        and record["latency_us"].keys() == set(LATENCY_KEYS)
+        and all(_is_int(v) for v in record["latency_us"].values()),
+        "input_sha256": isinstance(record["input_sha256"], str),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    return f"bad type or value of {', '.join(bad)}" if bad else None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

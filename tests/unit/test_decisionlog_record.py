@@ -1,0 +1,217 @@
+"""Record format v1: fields, canonical JSON (checked against the rfc8785 package), hashes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import random
+import struct
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import rfc8785
+
+from gateway.decisionlog import Decision, RecordError, build_record, canonical_json, outcome, seal
+from gateway.decisionlog.record import parse_line
+
+KEY = b"test-key"
+DESIGN_FIELDS = {
+    "v", "seq", "time", "decision_id", "policy", "caller_sub_hash", "api", "model", "upstream",
+    "allow", "reasons", "status", "latency_us", "input_sha256", "prev", "hash",
+}  # fmt: skip
+
+
+def decision(i: int = 0, **changes: Any) -> Decision:
+    base = Decision(
+        decision_id=f"d-{i:06d}",
+        time=datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
+        policy_version=3,
+        policy_digest="sha256:" + "ab" * 32,
+        caller_sub=f"user-{i % 5}",
+        api="chat.completions",
+        model="gpt-4o-mini",
+        upstream="openai",
+        allow=True,
+        reasons=[],
+        status=200,
+        latency_us={"auth": 10, "policy": 200, "upstream": 5000, "total": 5300},
+        input_document={"request": {"model": "gpt-4o-mini", "temperature": 0.7}, "n": i},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def sealed(d: Decision, seq: int = 1, prev: str | None = None, **kw: Any) -> dict[str, Any]:
+    fields = build_record(d, caller_key=kw.get("key", KEY), include_body=kw.get("body", False))
+    _, line = seal(fields, seq, prev)
+    return parse_line(line[:-1])
+
+
+SAMPLES = [
+    decision(1),
+    decision(2, caller_sub=None, model=None, upstream=None, policy_version=None),
+    decision(3, policy_digest=None, allow=False, status=503, reasons=["no active policy"]),
+    decision(4, allow=False, status=403, reasons=["model not allowed", "quota: 0 left"]),
+    decision(5, api="chat 🚀", reasons=["tab\there", 'quote " and \\', "\x01\x7f\u2028"]),
+    decision(6, time=datetime(2025, 6, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))),
+]
+
+
+@pytest.mark.parametrize("d", SAMPLES, ids=lambda d: d.decision_id)
+def test_record_hash_is_sha256_of_rfc8785_canonical_json(d: Decision) -> None:
+    record = sealed(d, seq=7, prev="sha256:" + "cd" * 32)
+    without_hash = {k: v for k, v in record.items() if k != "hash"}
+    assert canonical_json(without_hash) == rfc8785.dumps(without_hash)
+    assert record["hash"] == "sha256:" + hashlib.sha256(rfc8785.dumps(without_hash)).hexdigest()
+
+
+def test_record_with_body_hashes_like_rfc8785_even_with_floats_and_astral_keys() -> None:
+    body = {"temperature": 0.7, "top_p": 1.0, "n": 1e21, "\U0001f600": 1, "\ue000": 2, "x": -0.0}
+    record = sealed(decision(1, body=body), body=True)
+    assert record["body"] == body
+    without_hash = {k: v for k, v in record.items() if k != "hash"}
+    assert record["hash"] == "sha256:" + hashlib.sha256(rfc8785.dumps(without_hash)).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [True, False, None, "x"], "": {}},
+        {"\U0001f600": 1, "\ue000": 2, "a": 3},  # UTF-16 order differs from code point order
+        {"s": '\x00\x1f\b\f\n\r\t"\\/\x7f é 中 🚀'},
+        [0.1, 1e21, 1e20, 1e-7, 1e-6, 5e-324, 1.7976931348623157e308, 100.0, -0.0, 1e16, 1e-4],
+        [2**53 - 1, -(2**53 - 1), 0, -1],
+        [],
+        "plain",
+    ],
+)
+def test_canonical_json_equals_rfc8785(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_canonical_json_formats_random_floats_like_rfc8785() -> None:
+    rng = random.Random(8785)
+    values = []
+    for _ in range(20_000):
+        bits = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if bits == bits and abs(bits) != float("inf"):
+            values.append(bits)
+        values.append(rng.random() * 10 ** rng.randint(-12, 25))
+        values.append(float(rng.randint(-(10**6), 10**6)))
+    assert canonical_json(values) == rfc8785.dumps(values)
+
+
+def test_integers_beyond_2_53_are_written_as_the_double_they_parse_to() -> None:
+    assert canonical_json(2**64) == b"18446744073709552000"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1: "x"}, {"a": {1, 2}}, "\ud800"])
+def test_canonical_json_rejects_what_json_cannot_hold(value: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        canonical_json(value)
+
+
+def test_record_has_exactly_the_design_fields() -> None:
+    assert set(sealed(decision(1))) == DESIGN_FIELDS
+    assert set(sealed(decision(1, body={"messages": []}), body=True)) == DESIGN_FIELDS | {"body"}
+    record = sealed(decision(1))
+    assert record["v"] == 1
+    assert record["time"] == "2025-01-01T00:00:01.000000Z"
+    assert record["policy"] == {"version": 3, "digest": "sha256:" + "ab" * 32}
+    assert record["latency_us"] == {"auth": 10, "policy": 200, "upstream": 5000, "total": 5300}
+
+
+def test_body_is_left_out_unless_configured() -> None:
+    record = sealed(decision(1, body={"messages": [{"content": "secret prompt"}]}))
+    assert "body" not in record
+    assert "secret prompt" not in json.dumps(record)
+
+
+def test_time_is_utc() -> None:
+    d = decision(1, time=datetime(2025, 6, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))))
+    assert sealed(d)["time"] == "2025-06-01T12:00:00.000000Z"
+
+
+def test_caller_hash_is_keyed_hmac_of_sub() -> None:
+    expected = hmac.new(KEY, b"user-1", hashlib.sha256).hexdigest()
+    assert sealed(decision(1))["caller_sub_hash"] == "hmac-sha256:" + expected
+    assert sealed(decision(1), key=None)["caller_sub_hash"] == (
+        "sha256:" + hashlib.sha256(b"user-1").hexdigest()
+    )
+    assert sealed(decision(1, caller_sub=None))["caller_sub_hash"] is None
+
+
+def test_input_sha256_is_the_hash_of_the_canonical_input_document() -> None:
+    d = decision(1)
+    document: Any = d.input_document
+    expected = hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+    assert sealed(d)["input_sha256"] == "sha256:" + expected
+
+
+def test_line_is_canonical_json_with_hash_appended() -> None:
+    fields = build_record(decision(1), caller_key=KEY, include_body=False)
+    digest, line = seal(fields, 1, None)
+    assert line.endswith(b',"hash":"' + digest.encode() + b'"}\n')
+    hashed = line[: -len(b',"hash":"' + digest.encode() + b'"}\n')] + b"}"
+    assert digest == "sha256:" + hashlib.sha256(hashed).hexdigest()
+    assert json.loads(line)["prev"] is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"latency_us": {"auth": 1.5, "policy": 1, "upstream": 1, "total": 3}}, TypeError),
+        ({"latency_us": {"auth": True, "policy": 1, "upstream": 1, "total": 3}}, TypeError),
+        ({"latency_us": {"auth": 1, "policy": 1, "total": 3}}, ValueError),
+        ({"latency_us": {"auth": -1, "policy": 1, "upstream": 1, "total": 3}}, TypeError),
+        ({"time": datetime(2025, 1, 1)}, ValueError),
+        ({"status": 42}, ValueError),
+        ({"allow": 1}, TypeError),
+        ({"reasons": "one reason"}, TypeError),
+        ({"reasons": [1]}, TypeError),
+        ({"decision_id": ""}, TypeError),
+        ({"input_document": {"x": {1, 2}}}, TypeError),
+        ({"model": "\ud800"}, ValueError),
+    ],
+)
+def test_build_record_refuses_what_cannot_be_recorded(
+    changes: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        build_record(decision(1, **changes), caller_key=KEY, include_body=False)
+
+
+def test_body_that_is_not_json_is_refused() -> None:
+    with pytest.raises(ValueError):
+        build_record(decision(1, body={"t": float("nan")}), caller_key=KEY, include_body=True)
+
+
+def test_parse_line_refuses_rewritten_lines() -> None:
+    _, line = seal(build_record(decision(1), caller_key=KEY, include_body=False), 1, None)
+    record = json.loads(line)
+    with pytest.raises(RecordError, match="canonical form"):
+        parse_line(json.dumps(record).encode())  # same content, other spacing and order
+    # A first "allow" that a first-wins parser would read; Python's json keeps the last.
+    duplicated = b'{"allow":false,' + line[1:-1]
+    with pytest.raises(RecordError, match="canonical form"):
+        parse_line(duplicated)
+    with pytest.raises(RecordError, match="version"):
+        parse_line(json.dumps({**record, "v": 2}).encode())
+    with pytest.raises(RecordError, match="bad JSON"):
+        parse_line(b"[1, 2]")
+
+
+@pytest.mark.parametrize(
+    ("allow", "status", "expected"),
+    [
+        (True, 200, "allowed"),
+        (True, 502, "allowed"),
+        (False, 403, "denied"),
+        (False, 503, "failed_closed"),
+        (False, 401, "failed_closed"),
+    ],
+)
+def test_outcome(allow: bool, status: int, expected: str) -> None:
+    assert outcome(allow, status) == expected
