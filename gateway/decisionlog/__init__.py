@@ -16,18 +16,25 @@ from gateway.decisionlog.record import (
     seal,
     version_key,
 )
+from gateway.decisionlog.verify import BadRecord, ChainBroken, LogStats, VerifyResult, stats, verify
 
 __all__ = [
     "OUTCOMES",
     "RECORD_VERSION",
+    "BadRecord",
+    "ChainBroken",
     "Decision",
     "DecisionLogError",
     "DecisionLogFull",
+    "LogStats",
     "Outcome",
     "RecordError",
+    "VerifyResult",
     "build_record",
     "canonical_json",
     "outcome",
     "seal",
+    "stats",
+    "verify",
     "version_key",
 ]

@@ -1,0 +1,102 @@
+"""``agora log verify`` and ``agora log stats``: what an auditor runs on the log files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gateway.decisionlog.errors import DecisionLogError
+from gateway.decisionlog.files import expand
+from gateway.decisionlog.record import OUTCOMES
+from gateway.decisionlog.verify import ChainBroken, LogStats, stats, verify
+
+_PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
+_PARTIAL_HELP = (
+    "the files are a later part of the chain (older files archived): "
+    "accept a first record that is not seq 1"
+)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``log`` command group; each subcommand sets ``func(args) -> exit status``."""
+    log = subparsers.add_parser(
+        "log",
+        help="verify and count the decision log",
+        description="Check the hash chain of decision log files, and recount them.",
+    )
+    commands = log.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "verify",
+        help="check every hash and link; print the count and head hash",
+        description="Check every record's hash and every link, across rotated files. "
+        "Exit 0 and print the record count and head hash, or exit 1 naming the first "
+        "bad record (file:line, seq, reason).",
+    )
+    check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
+    check.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
+    check.set_defaults(func=run_verify)
+
+    count = commands.add_parser(
+        "stats",
+        help="count decisions per policy version and outcome (verifies first)",
+        description="Recount decisions per policy version and outcome (allowed, denied, "
+        "failed_closed) from files whose chain verifies; exit 1 if it does not.",
+    )
+    count.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
+    count.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
+    count.add_argument("--json", action="store_true", help="print the counts as JSON")
+    count.set_defaults(func=run_stats)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """``agora log verify``: 0 when the chain verifies, 1 when it does not, 2 on bad input."""
+    try:
+        result = verify(expand(args.paths), partial=args.partial)
+    except (DecisionLogError, OSError) as exc:
+        print(f"agora log verify: {exc}", file=sys.stderr)
+        return 2
+    files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
+    if result.first_bad is not None:
+        print(f"FAILED: {result.first_bad}")
+        print(f"verified before it: {result.count} records, head {result.head or 'none'}")
+        return 1
+    print(f"OK: {result.count} records in {files}")
+    print(f"head: {result.head or 'none'}")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """``agora log stats``: 0 with the counts, 1 when the chain does not verify, 2 on bad input."""
+    try:
+        counts = stats(expand(args.paths), partial=args.partial)
+    except ChainBroken as exc:
+        print(f"FAILED: {exc.bad}")
+        return 1
+    except (DecisionLogError, OSError) as exc:
+        print(f"agora log stats: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(counts, indent=2) if args.json else _table(counts))
+    return 0
+
+
+def _table(counts: LogStats) -> str:
+    header = ["version", *OUTCOMES, "total", "digest"]
+    rows = [
+        [
+            version,
+            *(str(entry[o]) for o in OUTCOMES),
+            str(entry["total"]),
+            " ".join(entry["digests"]),
+        ]
+        for version, entry in counts["by_version"].items()
+    ]
+    totals = counts["totals"]
+    rows.append(["all", *(str(totals[o]) for o in OUTCOMES), str(totals["total"]), ""])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]  # fmt: skip
+    lines.append(f"head: {counts['head'] or 'none'} ({counts['count']} records)")
+    return "\n".join(lines)
