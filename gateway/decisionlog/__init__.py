@@ -17,6 +17,7 @@ from gateway.decisionlog.record import (
     version_key,
 )
 from gateway.decisionlog.verify import BadRecord, ChainBroken, LogStats, VerifyResult, stats, verify
+from gateway.decisionlog.writer import DecisionLogWriter, WriterState
 
 __all__ = [
     "OUTCOMES",
@@ -26,10 +27,12 @@ __all__ = [
     "Decision",
     "DecisionLogError",
     "DecisionLogFull",
+    "DecisionLogWriter",
     "LogStats",
     "Outcome",
     "RecordError",
     "VerifyResult",
+    "WriterState",
     "build_record",
     "canonical_json",
     "outcome",

@@ -1,0 +1,414 @@
+"""The decision log writer: a bounded queue, and one task that appends records in order.
+
+Requests hand their decision to :meth:`DecisionLogWriter.submit`, which checks it
+and queues it; the writer task takes everything queued as one batch, chains it
+(``seq``, ``prev``, ``hash``) and writes it in a worker thread, so the event loop
+never waits on the disk. Durability (``decision_log.durability``):
+
+- ``record``: fsync after every record;
+- ``batch``: fsync after every batch taken from the queue;
+- ``interval``: fsync at most every ``interval_ms`` (a crash loses at most that).
+
+No record is dropped: a full queue makes ``submit`` wait or fail the request, by
+``on_full``; a failed write or fsync is counted and retried until the disk takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal, NamedTuple, cast
+
+from gateway.config import DecisionLog
+from gateway.decisionlog.errors import DecisionLogError, DecisionLogFull
+from gateway.decisionlog.files import fsync_dir, rotated_name
+from gateway.decisionlog.record import Decision, build_record, format_time, seal
+from gateway.decisionlog.recovery import recover
+from gateway.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+WriterState = Literal["starting", "ok", "error", "stopped"]
+
+_MAX_BACKOFF_S = 5.0
+
+
+@dataclass(slots=True)
+class _Item:
+    fields: dict[str, object]
+    done: asyncio.Future[None] | None
+
+
+@dataclass(slots=True)
+class _Line:
+    data: bytes
+    done: asyncio.Future[None] | None
+
+
+class _FirstRecord(NamedTuple):
+    time: str
+    seq: int
+    rotate_at: str | None
+    """The record time from which the file is due for rotation by age (same text format)."""
+
+
+class DecisionLogWriter:
+    """Appends decisions to the hash-chained log, off the request path.
+
+    One writer per log path: a lock file (``<path>.lock``) keeps a second process
+    from interleaving another chain into the same file.
+    """
+
+    def __init__(self, config: DecisionLog, *, environ: Mapping[str, str] | None = None) -> None:
+        """Read the caller-hash key from the environment; raise ConfigError if it is missing."""
+        self._config = config
+        self._path: Path = config.path
+        self._caller_key = _caller_key(config, os.environ if environ is None else environ)
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(config.queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._blocked = 0
+        self._state: WriterState = "starting"
+        self._write_errors = 0
+        self._last_error = ""
+        self._count = 0
+        self._head: str | None = None
+        self._batch: deque[_Item] = deque()
+        # The chain and file state below is used by one thread at a time.
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._next_seq = 1
+        self._prev: str | None = None
+        self._file_first: _FirstRecord | None = None
+        self._file_bytes = 0  # records assigned to the current file, written or not
+        self._synced_size = 0
+        self._unsynced: list[_Line] = []
+        self._written = 0  # how many of _unsynced are in the file
+        self._durable: list[asyncio.Future[None]] = []
+        self._last_sync = 0.0
+        self._broken = False
+
+    @property
+    def state(self) -> WriterState:
+        """``error`` while a write is failing and being retried."""
+        return self._state
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def count(self) -> int:
+        """Length of the chain in the files: ``seq`` of the last record written."""
+        return self._count
+
+    @property
+    def head_hash(self) -> str | None:
+        """``hash`` of the last record written; None for an empty log."""
+        return self._head
+
+    @property
+    def write_errors(self) -> int:
+        """Failed write or fsync attempts since start (each was retried)."""
+        return self._write_errors
+
+    @property
+    def detail(self) -> str:
+        """One line for operators (readiness endpoints): why the state is what it is."""
+        if self._state == "error":
+            return f"{self._last_error}; retrying ({self._write_errors} errors so far)"
+        return f"{self._count} records, queue {self.queue_depth}/{self._queue.maxsize}"
+
+    async def start(self) -> None:
+        """Recover the head of the chain (setting aside a torn last record) and start writing."""
+        if self._task is not None or self._closing:
+            raise DecisionLogError("a decision log writer can be started only once")
+        try:
+            await asyncio.to_thread(self._open)
+        except OSError as exc:
+            self._state, self._last_error = "error", f"cannot open {self._path}: {exc}"
+            raise DecisionLogError(f"cannot open decision log {self._path}: {exc}") from exc
+        except DecisionLogError as exc:
+            self._state, self._last_error = "error", str(exc)
+            raise
+        self._task = asyncio.create_task(self._run(), name="decision-log-writer")
+        self._state = "ok"
+
+    async def submit(self, decision: Decision, *, durable: bool = False) -> None:
+        """Queue a decision's record; with ``durable``, return once it is fsynced.
+
+        Raise DecisionLogFull (queue full, ``on_full: fail_closed``),
+        DecisionLogError (writer not running), or ValueError/TypeError (a decision
+        that cannot be recorded): in every case the request must fail closed.
+        """
+        if self._task is None or self._closing:
+            raise DecisionLogError("the decision log writer is not running")
+        fields = build_record(
+            decision, caller_key=self._caller_key, include_body=self._config.include_body
+        )
+        done = asyncio.get_running_loop().create_future() if durable else None
+        item = _Item(fields, done)
+        if not self._blocked and not self._queue.full():
+            self._queue.put_nowait(item)
+        elif self._config.on_full == "fail_closed":
+            raise DecisionLogFull(f"decision log queue is full ({self._queue.maxsize} records)")
+        else:
+            # Behind requests already waiting, in arrival order. Shielded: a decision
+            # that was made is logged even if its request is cancelled meanwhile.
+            self._blocked += 1
+            await asyncio.shield(self._put_blocked(item))
+        if done is not None:
+            await done
+
+    async def stop(self) -> None:
+        """Write and fsync every queued record, then close: a clean shutdown loses nothing.
+
+        Cancelling ``stop`` (a shutdown deadline) cancels the writer; the records
+        not yet on disk are then reported in an error log entry.
+        """
+        self._closing = True
+        if self._task is None:
+            self._state = "stopped"
+            return
+        if not self._queue.full():
+            self._queue.put_nowait(None)  # wakes the writer if it waits for records
+        try:
+            await self._task
+        finally:
+            self._state = "stopped"
+
+    async def _put_blocked(self, item: _Item) -> None:
+        try:
+            await self._queue.put(item)
+        finally:
+            self._blocked -= 1
+
+    async def _run(self) -> None:
+        try:
+            while not (self._closing and self._queue.empty() and not self._blocked):
+                await self._next_batch()
+                await self._flush_until_ok(force_sync=False)
+            await self._flush_until_ok(force_sync=True)
+            await asyncio.to_thread(self._close)
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+
+    async def _next_batch(self) -> None:
+        """Wait for records (no longer than until an interval fsync is due) and take all queued."""
+        try:
+            async with asyncio.timeout(self._sync_delay()):
+                item = await self._queue.get()
+        except TimeoutError:
+            return
+        while True:
+            if item is not None:
+                self._batch.append(item)
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+
+    def _sync_delay(self) -> float | None:
+        if self._config.durability != "interval" or not self._unsynced:
+            return None
+        return max(0.0, self._last_sync + self._config.interval_ms / 1000 - time.monotonic())
+
+    async def _flush_until_ok(self, *, force_sync: bool) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                durable = await asyncio.to_thread(self._flush, force_sync)
+            except Exception as exc:
+                self._broken = True
+                self._write_errors += 1
+                self._state, self._last_error = "error", f"write to {self._path} failed: {exc}"
+                logger.error(
+                    "decision log %s: write failed (%s); %d records wait, retrying in %.2fs",
+                    self._path, exc, len(self._batch) + len(self._unsynced), backoff,
+                )  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
+            self._state = "ok"
+            for done in durable:
+                if not done.done():
+                    done.set_result(None)
+            return
+
+    def _abandon(self) -> None:
+        # list() copies in one step, even if a worker thread is still in _flush.
+        waiting = [item.done for item in list(self._batch)]
+        waiting += [line.done for line in list(self._unsynced)]
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                waiting.append(item.done)
+        logger.error(
+            "decision log %s: writer cancelled with %d records not known to be on disk",
+            self._path, len(waiting),
+        )  # fmt: skip
+        for done in waiting:
+            if done is not None and not done.done():
+                done.set_exception(DecisionLogError("the decision log writer was cancelled"))
+
+    # The methods below run in a worker thread, one call at a time.
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(self._path)
+        try:
+            head = recover(self._path)
+            self._open_current()
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise
+        self._next_seq, self._prev = head.next_seq, head.prev
+        self._count, self._head = head.next_seq - 1, head.prev
+        self._file_bytes = self._synced_size = head.size
+        if head.file_first is not None:
+            self._file_first = self._first_record(*head.file_first)
+        self._last_sync = time.monotonic()
+
+    def _flush(self, force_sync: bool) -> list[asyncio.Future[None]]:
+        """Chain, write and (per durability) fsync the batch; return the futures now durable.
+
+        When it raises, the caller calls it again later: the records chained so
+        far wait in ``_unsynced`` and are written again, whole, after the file is
+        cut back to its last fsynced size; the rest of the batch is still queued.
+        """
+        if self._broken:
+            self._repair()
+        durability = self._config.durability
+        while self._batch:
+            fields = self._batch[0].fields
+            record_time = cast(str, fields["time"])
+            if self._rotation_due(record_time):
+                self._rotate()
+            digest, line = seal(fields, self._next_seq, self._prev)
+            if self._file_first is None:
+                self._file_first = self._first_record(record_time, self._next_seq)
+            self._unsynced.append(_Line(line, self._batch.popleft().done))
+            self._file_bytes += len(line)
+            self._next_seq += 1
+            self._prev = digest
+            if durability == "record":
+                self._sync()
+        self._write()
+        interval_due = time.monotonic() - self._last_sync >= self._config.interval_ms / 1000
+        if force_sync or durability == "batch" or (durability == "interval" and interval_due):
+            self._sync()
+        durable, self._durable = self._durable, []
+        return durable
+
+    def _write(self) -> None:
+        pending = self._unsynced[self._written :]
+        if not pending:
+            return
+        assert self._fd is not None
+        data = memoryview(b"".join(line.data for line in pending))
+        while data:
+            data = data[os.write(self._fd, data) :]
+        self._written = len(self._unsynced)
+        self._count, self._head = self._next_seq - 1, self._prev
+
+    def _sync(self) -> None:
+        if not self._unsynced:
+            return
+        self._write()
+        assert self._fd is not None
+        os.fsync(self._fd)
+        self._synced_size = self._file_bytes
+        self._durable.extend(line.done for line in self._unsynced if line.done is not None)
+        self._unsynced.clear()
+        self._written = 0
+        self._last_sync = time.monotonic()
+
+    def _repair(self) -> None:
+        """Cut the file back to its last fsynced size, so that records are rewritten whole."""
+        if self._fd is None:
+            self._open_current()
+        assert self._fd is not None
+        os.ftruncate(self._fd, self._synced_size)
+        self._written = 0
+        self._broken = False
+
+    def _rotation_due(self, record_time: str) -> bool:
+        first = self._file_first
+        if first is None:
+            return False
+        if self._config.rotate_bytes and self._file_bytes >= self._config.rotate_bytes:
+            return True
+        return first.rotate_at is not None and record_time >= first.rotate_at
+
+    def _rotate(self) -> None:
+        """Make the current file durable, rename it aside, and go on in a new one."""
+        assert self._file_first is not None and self._fd is not None
+        self._sync()
+        target = rotated_name(self._path, self._file_first.time, self._file_first.seq)
+        if target.exists():
+            raise DecisionLogError(f"cannot rotate {self._path}: {target} exists")
+        os.close(self._fd)
+        self._fd = None
+        os.rename(self._path, target)
+        self._file_first = None
+        self._file_bytes = self._synced_size = 0
+        fsync_dir(self._path.parent)
+        self._open_current()
+        logger.info("decision log rotated: %s", target.name)
+
+    def _open_current(self) -> None:
+        created = not self._path.exists()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        self._fd = os.open(self._path, flags, 0o600)
+        if created:
+            fsync_dir(self._path.parent)
+
+    def _first_record(self, record_time: str, seq: int) -> _FirstRecord:
+        rotate_at = None
+        if self._config.rotate_s:
+            start = datetime.fromisoformat(record_time)
+            rotate_at = format_time(start + timedelta(seconds=self._config.rotate_s))
+        return _FirstRecord(record_time, seq, rotate_at)
+
+    def _close(self) -> None:
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._lock_fd = None
+
+
+def _caller_key(config: DecisionLog, environ: Mapping[str, str]) -> bytes | None:
+    name = config.caller_hash_key_env
+    if name is None:
+        logger.warning(
+            "decision_log.caller_hash_key_env is not set: caller hashes are unkeyed SHA-256 "
+            "of sub, which anyone can reverse by hashing guessed subjects"
+        )
+        return None
+    key = environ.get(name, "")
+    if not key:
+        raise ConfigError(f"decision_log.caller_hash_key_env: environment variable {name} is empty")
+    return key.encode()
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DecisionLogError(
+            f"decision log {path} is in use by another writer; "
+            "give each gateway process its own decision_log.path"
+        ) from None
+    return fd
