@@ -23,6 +23,7 @@ REQUESTS_REJECTED = "agora_requests_rejected"
 POLICY_VERSION = "agora_policy_active_version"
 POLICY_INFO = "agora_policy_active"
 COMPONENT_STATE = "agora_component_state"
+LOG_SUBMIT_ERRORS = "agora_decision_log_submit_errors"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -73,6 +74,12 @@ class GatewayMetrics:
             COMPONENT_STATE,
             "1 for the current state of each background component, 0 otherwise.",
             ["component", "state"],
+            registry=self.registry,
+        )
+
+        self.log_submit_errors = Counter(
+            LOG_SUBMIT_ERRORS,
+            "Decisions refused by the decision log (queue full in fail_closed mode, writer down).",
             registry=self.registry,
         )
 

@@ -157,6 +157,8 @@ class ManagedOpa:
             "--log-level",
             "error",
             "--disable-telemetry",
+            "--shutdown-grace-period",
+            "1",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
         )

@@ -56,6 +56,8 @@ class PolicyStore:
         self._by_revision: dict[str, PolicyVersion] = {}
         self._active: PolicyVersion | None = None
         self._changed = asyncio.Event()
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def active(self) -> PolicyVersion | None:
@@ -104,10 +106,20 @@ class PolicyStore:
         self._changed = asyncio.Event()
         return entry
 
+    def close(self) -> None:
+        """Release long-polling waiters now, so that shutdown is not held up by them.
+
+        Safe to call from a signal handler or another thread.
+        """
+        self._closing = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._changed.set)
+
     async def wait_for_change(self, known_revision: str | None, timeout_s: float) -> None:
         """Return when the active revision differs from ``known_revision``, or at the timeout."""
-        if self._active is not None and self._active.revision != known_revision:
+        if self._closing or (self._active is not None and self._active.revision != known_revision):
             return
+        self._loop = asyncio.get_running_loop()
         changed = self._changed
         try:
             await asyncio.wait_for(changed.wait(), timeout_s)
