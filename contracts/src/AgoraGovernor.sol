@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {Governor} from "@openzeppelin/contracts/governance/Governor.sol";
 import {GovernorCountingSimple} from "@openzeppelin/contracts/governance/extensions/GovernorCountingSimple.sol";
+import {GovernorSequentialProposalId} from "@openzeppelin/contracts/governance/extensions/GovernorSequentialProposalId.sol";
 import {GovernorSettings} from "@openzeppelin/contracts/governance/extensions/GovernorSettings.sol";
 import {GovernorTimelockControl} from "@openzeppelin/contracts/governance/extensions/GovernorTimelockControl.sol";
 import {GovernorVotes} from "@openzeppelin/contracts/governance/extensions/GovernorVotes.sol";
@@ -14,11 +15,13 @@ import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
 /// @notice Proposals, votes (for / against / abstain), quorum as a fraction of the
 /// token supply, and execution through a TimelockController. All the logic is
 /// OpenZeppelin's; this contract only picks the modules and their parameters.
-/// @dev Voting delay and period are counted in blocks (the token's clock).
+/// @dev Voting delay and period are counted in blocks (the token's clock). Proposal ids
+/// are sequential (1, 2, 3...) so that people can type them.
 contract AgoraGovernor is
     Governor,
     GovernorSettings,
     GovernorCountingSimple,
+    GovernorSequentialProposalId,
     GovernorVotes,
     GovernorVotesQuorumFraction,
     GovernorTimelockControl
@@ -50,6 +53,15 @@ contract AgoraGovernor is
         return super.proposalThreshold();
     }
 
+    function getProposalId(
+        address[] memory targets,
+        uint256[] memory values,
+        bytes[] memory calldatas,
+        bytes32 descriptionHash
+    ) public view override(Governor, GovernorSequentialProposalId) returns (uint256) {
+        return super.getProposalId(targets, values, calldatas, descriptionHash);
+    }
+
     function state(uint256 proposalId) public view override(Governor, GovernorTimelockControl) returns (ProposalState) {
         return super.state(proposalId);
     }
@@ -58,6 +70,16 @@ contract AgoraGovernor is
         uint256 proposalId
     ) public view override(Governor, GovernorTimelockControl) returns (bool) {
         return super.proposalNeedsQueuing(proposalId);
+    }
+
+    function _propose(
+        address[] memory targets,
+        uint256[] memory values,
+        bytes[] memory calldatas,
+        string memory description,
+        address proposer
+    ) internal override(Governor, GovernorSequentialProposalId) returns (uint256) {
+        return super._propose(targets, values, calldatas, description, proposer);
     }
 
     function _queueOperations(
