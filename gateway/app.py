@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from starlette.applications import Starlette
@@ -35,7 +35,11 @@ from gateway.exceptions import (
     UpstreamError,
     UpstreamTimeout,
 )
+from gateway.governance import EmbeddedGovernance, start_watcher
 from gateway.lifecycle import State
+
+if TYPE_CHECKING:
+    from gateway.ratification import RatificationWatcher
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.opa import ManagedOpa
 from gateway.pinning import BUNDLE_RESOURCE, PolicyStore, bundle_endpoint
@@ -76,6 +80,8 @@ class Gateway:
     recorder: DecisionRecorder
     opa: ManagedOpa | None
     http: aiohttp.ClientSession
+    watcher: RatificationWatcher | None = None
+    embedded: EmbeddedGovernance | None = None
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -131,6 +137,8 @@ async def _start(settings: Settings) -> Gateway:
     await gateway.recorder.start()
     if settings.governance is None:
         _activate_local_bundle(gateway)
+    else:
+        gateway.watcher, gateway.embedded = await start_watcher(settings, store, http, metrics_)
     if opa is not None:
         await opa.start()
     return gateway
@@ -154,6 +162,8 @@ def _activate_local_bundle(gateway: Gateway) -> None:
 
 
 async def _stop(gateway: Gateway) -> None:
+    if gateway.watcher is not None:
+        await gateway.watcher.stop()
     if gateway.opa is not None:
         await gateway.opa.stop()
     await gateway.recorder.stop()
@@ -176,14 +186,20 @@ async def readyz(request: Request) -> Response:
     detail: dict[str, Any] = {
         "policy": None
         if active is None
-        else {"version": active.version, "digest": active.digest, "source": active.source},
-        "components": {"decision_log": gateway.recorder.state.value},
+        else {
+            "version": active.version,
+            "digest": active.digest,
+            "source": active.source,
+            "ratified_block": active.ratified_block,
+        },
+        "components": {
+            component.name: {"state": component.state.value, "detail": component.detail}
+            for component in (gateway.recorder, gateway.opa, gateway.watcher)
+            if component is not None
+        },
     }
-    if gateway.opa is not None:
-        detail["components"]["opa"] = {
-            "state": gateway.opa.state.value,
-            "detail": gateway.opa.detail,
-        }
+    if gateway.watcher is not None:
+        detail["stale"] = gateway.watcher.stale
     reasons = []
     if active is None:
         reasons.append("no verified policy version is active")

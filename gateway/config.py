@@ -122,6 +122,17 @@ class Governance(_Strict):
     poll_s: Annotated[float, Field(gt=0)] = 5.0
     bundle_dir: Path | None = None
     stale_after_s: Annotated[float, Field(gt=0)] = 300.0
+    rpc_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+    @model_validator(mode="after")
+    def _chain_is_reachable(self) -> Governance:
+        if self.chain == "rpc" and (not self.rpc_urls or self.registry is None):
+            raise ValueError("chain: rpc needs rpc_urls and the registry address")
+        if self.chain == "embedded" and self.rpc_urls:
+            raise ValueError("rpc_urls are only read with chain: rpc")
+        if self.bundle_dir is not None and not self.bundle_dir.is_dir():
+            raise ValueError(f"bundle_dir {self.bundle_dir} is not a directory")
+        return self
 
 
 class DecisionLog(_Strict):

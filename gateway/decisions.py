@@ -76,6 +76,10 @@ class DecisionRecorder:
             raise DecisionLogFull(f"decision log queue is full ({self._config.queue_size} records)")
 
     @property
+    def detail(self) -> str:
+        return self._writer.detail
+
+    @property
     def writer(self) -> DecisionLogWriter:
         return self._writer
 

@@ -24,6 +24,8 @@ POLICY_VERSION = "agora_policy_active_version"
 POLICY_INFO = "agora_policy_active"
 COMPONENT_STATE = "agora_component_state"
 LOG_SUBMIT_ERRORS = "agora_decision_log_submit_errors"
+CHAIN_LAST_SYNC = "agora_chain_last_sync_timestamp_seconds"
+BUNDLE_VERIFICATIONS = "agora_bundle_verifications"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -80,6 +82,18 @@ class GatewayMetrics:
         self.log_submit_errors = Counter(
             LOG_SUBMIT_ERRORS,
             "Decisions refused by the decision log (queue full in fail_closed mode, writer down).",
+            registry=self.registry,
+        )
+
+        self.chain_last_sync = Gauge(
+            CHAIN_LAST_SYNC,
+            "Unix time of the last successful read of the policy registry on chain.",
+            registry=self.registry,
+        )
+        self.bundle_verifications = Counter(
+            BUNDLE_VERIFICATIONS,
+            "Ratified bundles checked, by result (ok, mismatch, unavailable).",
+            ["result"],
             registry=self.registry,
         )
 
