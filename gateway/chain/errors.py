@@ -10,6 +10,7 @@ presence, proposal outcome) live here too, so the wording stays consistent.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,8 +74,10 @@ def _error_specs() -> Mapping[bytes, _ErrorSpec]:
     return specs
 
 
-def _state_names(bitmap: int) -> str:
-    return " or ".join(s for i, s in enumerate(PROPOSAL_STATES) if bitmap >> i & 1)
+def _state_names(bitmap: bytes) -> str:
+    """OpenZeppelin's ``bytes32`` state bitmap as names (bit i set: state i expected)."""
+    bits = int.from_bytes(bitmap, "big")
+    return " or ".join(s for i, s in enumerate(PROPOSAL_STATES) if bits >> i & 1)
 
 
 def _fmt(value: object) -> str:
@@ -99,7 +102,11 @@ _MESSAGES: Mapping[str, Callable[[dict[str, Any]], str]] = {
     ),
     "GovernorUnexpectedProposalState": lambda a: (
         f"proposal {a['proposalId']} is {PROPOSAL_STATES[a['current']]}"
-        + (f", this needs it {_state_names(a['expectedStates'])}" if a["expectedStates"] else "")
+        + (
+            f", this needs it {_state_names(a['expectedStates'])}"
+            if any(a["expectedStates"])
+            else ""
+        )
     ),
     "GovernorNonexistentProposal": lambda a: f"proposal {a['proposalId']} does not exist",
     "GovernorAlreadyCastVote": lambda a: f"{a['voter']} has already voted on this proposal",
@@ -135,7 +142,10 @@ def describe_revert_data(raw: bytes) -> str:
         values = decode(list(spec.arg_types), raw[4:])
     except DecodingError:
         return f"the contract reverted with {spec.name} (undecodable arguments)"
-    args = dict(zip(spec.arg_names, values, strict=True))
+    args = {
+        name: Web3.to_checksum_address(value) if type_ == "address" else value
+        for name, type_, value in zip(spec.arg_names, spec.arg_types, values, strict=True)
+    }
     if spec.name in _MESSAGES:
         return _MESSAGES[spec.name](args)
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in args.items())
@@ -170,8 +180,8 @@ def chain_errors(action: str) -> Iterator[None]:
         raise ChainError(f"{action}: the embedded chain refused it: {exc}") from exc
     except (ProviderConnectionError, OSError) as exc:  # requests errors are OSErrors
         raise ChainError(
-            f"{action}: the chain's JSON-RPC endpoint is unreachable ({exc.__class__.__name__}: "
-            f"{exc}); check --rpc-url / AGORA_RPC_URL and that the node is running"
+            f"{action}: the chain's JSON-RPC endpoint is unreachable ({_transport_reason(exc)}); "
+            "is the node running, and is the URL right?"
         ) from exc
     except TimeExhausted as exc:
         raise ChainError(f"{action}: the transaction was not mined in time ({exc})") from exc
@@ -179,6 +189,12 @@ def chain_errors(action: str) -> Iterator[None]:
         raise ChainError(f"{action}: the node refused the request: {exc.message}") from exc
     except Web3Exception as exc:
         raise ChainError(f"{action}: {exc}") from exc
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """The root cause of a transport error (``Connection refused``), not urllib3's whole story."""
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    return found.group(1).strip() if found else f"{exc.__class__.__name__}: {exc}"
 
 
 def check_chain_id(w3: Web3, expected: int | None) -> int:

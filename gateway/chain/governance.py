@@ -130,8 +130,9 @@ class Governance:
         """``ChainError`` unless both contracts exist and the registry obeys this governor."""
         require_contract(self.w3, self.governor_address, "AgoraGovernor")
         self.registry.check()
-        with chain_errors("reading the governor's and the registry's timelock"):
+        with chain_errors(f"checking that {self.governor_address} is an AgoraGovernor"):
             governor_timelock = self._governor.functions.timelock().call()
+        with chain_errors(f"checking that {self.registry.address} is a PolicyRegistry"):
             registry_timelock = self._registry.functions.timelock().call()
         if governor_timelock != registry_timelock:
             raise ChainError(
@@ -158,13 +159,21 @@ class Governance:
         with chain_errors(f"reading the timelock ETA of proposal {proposal_id}"):
             return int(self._governor.functions.proposalEta(proposal_id).call())
 
+    def token_address(self) -> ChecksumAddress:
+        """The votes token the governor counts."""
+        with chain_errors("reading the governor's token"):
+            return Web3.to_checksum_address(self._governor.functions.token().call())
+
     def voting_power(self, account: str, block: int | None = None) -> int:
         """Votes delegated to ``account`` (token base units), now or at a past ``block``."""
         address = parse_address(account, "account")
         with chain_errors(f"reading the voting power of {address}"):
-            if block is None:
-                block = int(self._governor.functions.clock().call()) - 1
-            return int(self._governor.functions.getVotes(address, block).call())
+            if block is not None:
+                return int(self._governor.functions.getVotes(address, block).call())
+            token = self.w3.eth.contract(
+                address=self.token_address(), abi=load_artifact("AgoraToken").abi
+            )
+            return int(token.functions.getVotes(address).call())
 
     def proposals(self) -> list[Proposal]:
         """Every proposal made to this governor since ``from_block``, oldest first."""

@@ -1,0 +1,290 @@
+"""Handlers of ``agora gov``: they connect, act through the library, and print the result.
+
+Each returns an exit code; expected failures raise ``AgoraError`` subclasses,
+which the parser's wrapper prints as one line on stderr (exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from argparse import Namespace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from web3 import Web3
+
+from gateway.bundle import load_bundle
+from gateway.chain.cli import DEPLOYMENT_ENV, RPC_URL_ENV
+from gateway.chain.deploy import (
+    Deployment,
+    GovernanceParams,
+    delegate_votes,
+    deploy_governance,
+    format_tokens,
+)
+from gateway.chain.errors import chain_errors, parse_address
+from gateway.chain.governance import OPEN_STATES, Governance, ProposalState, Support
+from gateway.chain.keys import load_account
+from gateway.chain.registry import Ratification
+from gateway.chain.rpc import connect
+from gateway.chain.transactions import Sender
+from gateway.exceptions import ChainError, ConfigError
+
+TOKEN_SYMBOL = "AGORA"
+
+
+def deploy(args: Namespace) -> int:
+    if args.out is not None and args.out.exists():
+        raise ConfigError(f"{args.out} exists: it may hold a deployment; choose another --out")
+    params = GovernanceParams(
+        voting_delay=args.voting_delay,
+        voting_period=args.voting_period,
+        timelock_delay=args.timelock_delay,
+        quorum_percent=args.quorum_percent,
+        proposal_threshold=args.proposal_threshold,
+        initial_supply=args.supply,
+    )
+    w3 = _connect(args, None)
+    deployment = deploy_governance(_sender(args, w3), params)
+    if args.out is not None:
+        deployment.save(args.out)
+    if args.json:
+        _print_json(asdict(deployment))
+        return 0
+    print(f"deployed on chain {deployment.chain_id} from block {deployment.block_number}:")
+    for role in ("token", "timelock", "governor", "registry"):
+        print(f"  {role:9} {getattr(deployment, role)}")
+    print(
+        f"{params.initial_supply} {TOKEN_SYMBOL} minted to {deployment.deployer}, "
+        "who votes with them until they are transferred"
+    )
+    if args.out is not None:
+        print(f"deployment written to {args.out}; pass it as --deployment or ${DEPLOYMENT_ENV}")
+    return 0
+
+
+def propose(args: Namespace) -> int:
+    digest = load_bundle(args.bundle).digest
+    w3, governance = _governance(args)
+    proposal = governance.propose_ratification(_sender(args, w3), digest, args.uri, args.note)
+    if args.json:
+        _print_json(
+            {
+                "proposal_id": proposal.proposal_id,
+                "digest": digest,
+                "uri": args.uri,
+                "vote_start": proposal.vote_start,
+                "vote_end": proposal.vote_end,
+                "description": proposal.description,
+            }
+        )
+        return 0
+    print(f"proposal {proposal.proposal_id}: ratify {digest}")
+    print(f"  uri   {args.uri}")
+    print(
+        f"  vote  opens after block {proposal.vote_start}, closes after block {proposal.vote_end}"
+    )
+    print(f"next: agora gov vote {proposal.proposal_id} for|against|abstain")
+    return 0
+
+
+def vote(args: Namespace) -> int:
+    w3, governance = _governance(args)
+    sender = _sender(args, w3)
+    _maybe_wait(args, governance, "vote")
+    support = Support[args.support.upper()]
+    weight = governance.vote(sender, args.proposal_id, support, args.reason)
+    if args.json:
+        _print_json({"proposal_id": args.proposal_id, "support": args.support, "weight": weight})
+        return 0
+    print(
+        f"voted {args.support} on proposal {args.proposal_id} "
+        f"with {format_tokens(weight)} {TOKEN_SYMBOL}"
+    )
+    return 0
+
+
+def queue(args: Namespace) -> int:
+    w3, governance = _governance(args)
+    sender = _sender(args, w3)
+    _maybe_wait(args, governance, "queue")
+    eta = governance.queue(sender, args.proposal_id)
+    if args.json:
+        _print_json({"proposal_id": args.proposal_id, "eta": eta})
+        return 0
+    print(f"proposal {args.proposal_id} queued; it can be executed from {_time(eta)}")
+    print(f"next: agora gov execute {args.proposal_id}")
+    return 0
+
+
+def execute(args: Namespace) -> int:
+    w3, governance = _governance(args)
+    sender = _sender(args, w3)
+    _maybe_wait(args, governance, "execute")
+    ratification = governance.execute(sender, args.proposal_id)
+    if args.json:
+        _print_json(
+            {
+                "proposal_id": args.proposal_id,
+                "ratification": asdict(ratification) if ratification else None,
+            }
+        )
+        return 0
+    if ratification is None:
+        print(f"proposal {args.proposal_id} executed (it ratified no policy)")
+    else:
+        print(f"proposal {args.proposal_id} executed: {_describe(ratification)}")
+    return 0
+
+
+def status(args: Namespace) -> int:
+    w3, governance = _governance(args)
+    current = governance.registry.current()
+    with chain_errors("reading the chain head"):
+        head, chain_id = int(w3.eth.block_number), int(w3.eth.chain_id)
+    rows = []
+    for proposal in governance.proposals():
+        state = governance.state(proposal.proposal_id)
+        if args.all or state in OPEN_STATES:
+            pid = proposal.proposal_id
+            rows.append((proposal, state, governance.tally(pid), governance.eta(pid)))
+    if args.json:
+        _print_json(
+            {
+                "chain_id": chain_id,
+                "block": head,
+                "registry": governance.registry.address,
+                "governor": governance.governor_address,
+                "current": asdict(current) if current else None,
+                "proposals": [
+                    {
+                        "proposal_id": p.proposal_id,
+                        "state": state.label,
+                        "digest": p.digest,
+                        "uri": p.uri,
+                        "vote_start": p.vote_start,
+                        "vote_end": p.vote_end,
+                        "votes": {
+                            "for": t.votes_for,
+                            "against": t.votes_against,
+                            "abstain": t.votes_abstain,
+                            "quorum": t.quorum,
+                        },
+                        "eta": eta or None,
+                        "description": p.description,
+                    }
+                    for p, state, t, eta in rows
+                ],
+            }
+        )
+        return 0
+    print(f"chain {chain_id} at block {head}; registry {governance.registry.address}")
+    print(f"policy in force: {_describe(current) if current else 'none ratified yet'}")
+    print(f"{'all' if args.all else 'open'} proposals: {len(rows) or 'none'}")
+    for p, state, t, eta in rows:
+        what = f"ratify {p.digest} ({p.uri or '-'})" if p.digest else p.description.splitlines()[0]
+        print(f"  #{p.proposal_id} {state.label}: {what}")
+        print(
+            f"      for {format_tokens(t.votes_for)}, against {format_tokens(t.votes_against)}, "
+            f"abstain {format_tokens(t.votes_abstain)}; quorum {format_tokens(t.quorum)} "
+            f"{TOKEN_SYMBOL}; voting in blocks {p.vote_start + 1}..{p.vote_end}"
+            + (f"; executable from {_time(eta)}" if state is ProposalState.QUEUED else "")
+        )
+    return 0
+
+
+def delegate(args: Namespace) -> int:
+    w3, governance = _governance(args)
+    sender = _sender(args, w3)
+    delegatee = parse_address(args.address, "delegate") if args.address else sender.address
+    delegate_votes(sender, governance.token_address(), delegatee)
+    power = governance.voting_power(delegatee)
+    if args.json:
+        _print_json({"delegator": sender.address, "delegatee": delegatee, "votes": power})
+        return 0
+    print(
+        f"{sender.address} now delegates to {delegatee}, "
+        f"who has {format_tokens(power)} {TOKEN_SYMBOL} of voting power"
+    )
+    return 0
+
+
+HANDLERS: Mapping[str, Callable[[Namespace], int]] = {
+    "deploy": deploy,
+    "propose": propose,
+    "vote": vote,
+    "queue": queue,
+    "execute": execute,
+    "status": status,
+    "delegate": delegate,
+}
+
+
+def _deployment(args: Namespace) -> Deployment | None:
+    if args.deployment is not None:
+        return Deployment.load(args.deployment)
+    from_env = os.environ.get(DEPLOYMENT_ENV)
+    return Deployment.load(Path(from_env)) if from_env else None
+
+
+def _connect(args: Namespace, deployment: Deployment | None) -> Web3:
+    url = args.rpc_url or os.environ.get(RPC_URL_ENV)
+    if not url:
+        raise ConfigError(f"no chain to talk to: pass --rpc-url URL or set {RPC_URL_ENV}")
+    expected = args.chain_id
+    if deployment is not None:
+        if expected is not None and expected != deployment.chain_id:
+            raise ChainError(
+                f"wrong network: --chain-id {expected} but the deployment file is for chain "
+                f"{deployment.chain_id}"
+            )
+        expected = deployment.chain_id
+    return connect(url, expected_chain_id=expected)
+
+
+def _governance(args: Namespace) -> tuple[Web3, Governance]:
+    deployment = _deployment(args)
+    governor = args.governor or (deployment.governor if deployment else None)
+    registry = args.registry or (deployment.registry if deployment else None)
+    if governor is None or registry is None:
+        raise ConfigError(
+            f"which contracts? pass --deployment FILE (or set {DEPLOYMENT_ENV}), "
+            "or both --governor and --registry"
+        )
+    from_block = args.from_block
+    if from_block is None:
+        from_block = deployment.block_number if deployment else 0
+    w3 = _connect(args, deployment)
+    governance = Governance(w3, governor, registry, from_block)
+    governance.check()
+    return w3, governance
+
+
+def _sender(args: Namespace, w3: Web3) -> Sender:
+    return Sender(w3, load_account(args.keystore))
+
+
+def _maybe_wait(
+    args: Namespace, governance: Governance, step: Literal["vote", "queue", "execute"]
+) -> None:
+    if args.wait is not None:
+        governance.wait_until(args.proposal_id, step, args.wait)
+
+
+def _describe(ratification: Ratification) -> str:
+    return (
+        f"version {ratification.version}, {ratification.digest}, uri {ratification.uri or '-'}, "
+        f"ratified in block {ratification.block_number}"
+    )
+
+
+def _time(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
