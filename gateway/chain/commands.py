@@ -24,17 +24,15 @@ from gateway.chain.deploy import (
     GovernanceParams,
     delegate_votes,
     deploy_governance,
-    format_tokens,
 )
 from gateway.chain.errors import chain_errors, parse_address
 from gateway.chain.governance import OPEN_STATES, Governance, ProposalState, Support
 from gateway.chain.keys import load_account
 from gateway.chain.registry import Ratification
 from gateway.chain.rpc import connect
+from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
 from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError, ConfigError
-
-TOKEN_SYMBOL = "AGORA"
 
 
 def deploy(args: Namespace) -> int:

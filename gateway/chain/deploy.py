@@ -18,11 +18,10 @@ from eth_typing import ChecksumAddress
 
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.errors import chain_errors, parse_address
+from gateway.chain.tokens import TOKEN_UNIT
 from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError, ConfigError
 
-TOKEN_DECIMALS = 18
-TOKEN_UNIT = 10**TOKEN_DECIMALS
 ANYONE = "0x0000000000000000000000000000000000000000"
 _UINT32_MAX = 2**32 - 1
 _UINT48_MAX = 2**48 - 1
@@ -158,9 +157,3 @@ def delegate_votes(sender: Sender, token: ChecksumAddress, delegatee: ChecksumAd
     """
     contract = sender.w3.eth.contract(address=token, abi=load_artifact("AgoraToken").abi)
     sender.send(contract.functions.delegate(delegatee), f"delegating votes to {delegatee}")
-
-
-def format_tokens(base_units: int) -> str:
-    """``base_units`` written in whole tokens, without trailing zeros (``1.5``, ``4000``)."""
-    whole, fraction = divmod(base_units, TOKEN_UNIT)
-    return f"{whole}.{fraction:018d}".rstrip("0").rstrip(".")

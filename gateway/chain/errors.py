@@ -36,6 +36,7 @@ from web3.exceptions import (
 )
 
 from gateway.chain.artifacts import CONTRACT_NAMES, load_artifact
+from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
 from gateway.exceptions import ChainError
 
 PROPOSAL_STATES = (
@@ -80,6 +81,10 @@ def _state_names(bitmap: bytes) -> str:
     return " or ".join(s for i, s in enumerate(PROPOSAL_STATES) if bits >> i & 1)
 
 
+def _tokens(base_units: int) -> str:
+    return f"{format_tokens(base_units)} {TOKEN_SYMBOL}"
+
+
 def _fmt(value: object) -> str:
     return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
@@ -97,8 +102,8 @@ _MESSAGES: Mapping[str, Callable[[dict[str, Any]], str]] = {
     ),
     "UnknownVersion": lambda a: f"policy version {a['version']} does not exist",
     "GovernorInsufficientProposerVotes": lambda a: (
-        f"insufficient votes to propose: {a['proposer']} has {a['votes']} "
-        f"(in token base units), the proposal threshold is {a['threshold']}"
+        f"insufficient votes to propose: {a['proposer']} has {_tokens(a['votes'])}, "
+        f"the proposal threshold is {_tokens(a['threshold'])}"
     ),
     "GovernorUnexpectedProposalState": lambda a: (
         f"proposal {a['proposalId']} is {PROPOSAL_STATES[a['current']]}"
@@ -119,7 +124,7 @@ _MESSAGES: Mapping[str, Callable[[dict[str, Any]], str]] = {
         f"{a['account']} lacks role 0x{a['neededRole'].hex()} on the timelock"
     ),
     "ERC20InsufficientBalance": lambda a: (
-        f"{a['sender']} holds {a['balance']} token base units, {a['needed']} needed"
+        f"{a['sender']} holds {_tokens(a['balance'])}, {_tokens(a['needed'])} needed"
     ),
 }
 
@@ -230,16 +235,16 @@ def require_contract(w3: Web3, address: ChecksumAddress, what: str) -> None:
 def defeated_reason(
     proposal_id: int, votes_for: int, votes_against: int, votes_abstain: int, quorum: int
 ) -> str:
-    """Why a proposal was defeated: below quorum, or not more for than against."""
+    """Why a proposal was defeated: below quorum, or not more for than against (base units)."""
     participation = votes_for + votes_abstain
     if participation < quorum:
         return (
-            f"proposal {proposal_id} was defeated: below quorum "
-            f"({participation} of the {quorum} votes needed, counting for and abstain)"
+            f"proposal {proposal_id} was defeated: below quorum ({_tokens(participation)} "
+            f"of the {_tokens(quorum)} needed voted for or abstain)"
         )
     return (
         f"proposal {proposal_id} was defeated: insufficient votes in favour "
-        f"({votes_for} for, {votes_against} against)"
+        f"({_tokens(votes_for)} for, {_tokens(votes_against)} against)"
     )
 
 

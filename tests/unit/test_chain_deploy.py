@@ -8,7 +8,8 @@ import pytest
 from web3 import Web3
 
 from gateway.chain.artifacts import CONTRACT_NAMES, load_artifact
-from gateway.chain.deploy import Deployment, GovernanceParams, format_tokens
+from gateway.chain.deploy import Deployment, GovernanceParams
+from gateway.chain.tokens import format_tokens
 from gateway.exceptions import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -58,8 +58,13 @@ def test_custom_errors_of_the_contracts_are_decoded_into_sentences() -> None:
 
 
 def test_a_defeat_is_explained_by_quorum_or_by_the_count() -> None:
-    assert "below quorum (30 of the 40 votes needed" in defeated_reason(1, 20, 0, 10, 40)
-    assert "insufficient votes in favour (50 for, 60 against)" in defeated_reason(1, 50, 60, 0, 40)
+    unit = 10**18
+    assert "below quorum (30 AGORA of the 40 AGORA needed voted" in defeated_reason(
+        1, 20 * unit, 0, 10 * unit, 40 * unit
+    )
+    assert "in favour (50 AGORA for, 60.5 AGORA against)" in defeated_reason(
+        1, 50 * unit, 60_500_000_000_000_000_000, 0, 40 * unit
+    )
 
 
 def test_wrong_network_and_missing_contracts_are_named() -> None:
