@@ -1,0 +1,152 @@
+{{/* Names and labels. */}}
+
+{{- define "agora.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "agora.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "agora.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agora.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "agora.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "agora.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "agora.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "agora.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* An image reference: repository:tag, or repository@digest when a digest is set. */}}
+{{- define "agora.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (toString (default .default .image.tag)) }}
+{{- end }}
+{{- end }}
+
+{{/* The workload kind: a StatefulSet gives each replica its own decision log volume. */}}
+{{- define "agora.persistent" -}}
+{{- if eq .Values.decisionLog.storage.type "persistentVolumeClaim" }}true{{ end }}
+{{- end }}
+
+{{/* Paths inside the gateway container. */}}
+{{- define "agora.configPath" -}}/etc/agora/agora.yaml{{- end }}
+{{- define "agora.decisionLogDir" -}}/var/lib/agora/decisions{{- end }}
+{{- define "agora.bundleMountDir" -}}/opt/agora/bundle{{- end }}
+{{- define "agora.bundleDir" -}}/var/lib/agora/bundles{{- end }}
+{{- define "agora.authKeyDir" -}}/var/run/agora/auth{{- end }}
+
+{{/* Environment variables that carry secrets (never values of the chart). */}}
+{{- define "agora.upstreamKeyEnv" -}}
+{{- printf "AGORA_UPSTREAM_%s_API_KEY" (. | upper | replace "-" "_" | replace "." "_") }}
+{{- end }}
+{{- define "agora.hmacSecretEnv" -}}AGORA_AUTH_HMAC_SECRET{{- end }}
+{{- define "agora.callerHashKeyEnv" -}}AGORA_CALLER_HASH_KEY{{- end }}
+
+{{/* A YAML scalar: null for an empty string, else the value as JSON (valid YAML). */}}
+{{- define "agora.orNull" -}}
+{{- if or (kindIs "invalid" .) (eq (toString .) "") }}null{{ else }}{{ toJson . }}{{ end }}
+{{- end }}
+
+{{/* A secret reference is used when both its name and key are set. */}}
+{{- define "agora.secretSet" -}}
+{{- if and . .name .key }}true{{ end }}
+{{- end }}
+
+{{/* Checks that the schema cannot express clearly, with messages that name the value. */}}
+{{- define "agora.validate" -}}
+{{- $v := .Values }}
+{{- if and (not $v.governance.enabled) (not $v.policy.pinnedDigest) }}
+{{- fail "policy.pinnedDigest is required when governance.enabled is false: the gateway enforces only the bundle with that digest (agora policy digest <bundle>)" }}
+{{- end }}
+{{- if $v.governance.enabled }}
+{{- if not (or $v.governance.rpcUrls (include "agora.secretSet" $v.governance.rpcUrlSecret)) }}
+{{- fail "governance.enabled needs governance.rpcUrls or governance.rpcUrlSecret (the JSON-RPC endpoint of the chain)" }}
+{{- end }}
+{{- if not $v.governance.registry }}
+{{- fail "governance.enabled needs governance.registry (the PolicyRegistry address)" }}
+{{- end }}
+{{- end }}
+{{- if and (eq $v.policy.bundle.source "configMap") (not $v.policy.bundle.configMap.name) }}
+{{- fail "policy.bundle.source configMap needs policy.bundle.configMap.name" }}
+{{- end }}
+{{- $sources := 0 }}
+{{- if $v.auth.jwksUrl }}{{ $sources = add1 $sources }}{{ end }}
+{{- if include "agora.secretSet" $v.auth.publicKeySecret }}{{ $sources = add1 $sources }}{{ end }}
+{{- if include "agora.secretSet" $v.auth.hmacSecret }}{{ $sources = add1 $sources }}{{ end }}
+{{- if gt $sources 1 }}
+{{- fail "set only one of auth.jwksUrl, auth.publicKeySecret, auth.hmacSecret" }}
+{{- end }}
+{{- $names := list }}
+{{- range $v.upstreams }}
+{{- if has .name $names }}
+{{- fail (printf "upstreams: the name %q is used twice" .name) }}
+{{- end }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway's environment: secrets from existing Secrets (each named in the
+configuration by its variable), then gateway.extraEnv. Empty when there is none.
+*/}}
+{{- define "agora.gatewayEnv" -}}
+{{- $v := .Values }}
+{{- range $v.upstreams }}
+{{- if include "agora.secretSet" .apiKeySecret }}
+- name: {{ include "agora.upstreamKeyEnv" .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .apiKeySecret.name }}
+      key: {{ .apiKeySecret.key }}
+{{- end }}
+{{- end }}
+{{- if include "agora.secretSet" $v.auth.hmacSecret }}
+- name: {{ include "agora.hmacSecretEnv" . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.auth.hmacSecret.name }}
+      key: {{ $v.auth.hmacSecret.key }}
+{{- end }}
+{{- if include "agora.secretSet" $v.decisionLog.callerHashKeySecret }}
+- name: {{ include "agora.callerHashKeyEnv" . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.decisionLog.callerHashKeySecret.name }}
+      key: {{ $v.decisionLog.callerHashKeySecret.key }}
+{{- end }}
+{{- if and $v.governance.enabled (include "agora.secretSet" $v.governance.rpcUrlSecret) }}
+# Appended to governance.rpc_urls: a configuration override by index.
+- name: {{ printf "AGORA__GOVERNANCE__RPC_URLS__%d" (len $v.governance.rpcUrls) }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.governance.rpcUrlSecret.name }}
+      key: {{ $v.governance.rpcUrlSecret.key }}
+{{- end }}
+{{- with $v.gateway.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
