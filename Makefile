@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(AGORA_CACHE)/bin:$(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install tools run test test-unit test-integration test-policies lint bench clean
+.PHONY: install tools run test test-unit test-integration test-policies test-contracts lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,7 +20,7 @@ tools:
 run: install
 	$(VENV)/bin/agora quickstart
 
-test: install lint test-policies
+test: install lint test-policies test-contracts
 	$(PY) -m pytest -q
 
 test-unit: $(VENV)/.installed
@@ -31,6 +31,9 @@ test-integration: install
 
 test-policies: tools
 	opa test policies/ -v
+
+test-contracts: tools
+	scripts/compile-contracts.sh --check
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check gateway tests bench

@@ -102,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/transparency", transparency),
             Route(BUNDLE_RESOURCE, bundle_endpoint),
             Route("/v1/{path:path}", proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ],
@@ -217,6 +218,29 @@ async def readyz(request: Request) -> Response:
     detail["ready"] = not reasons
     detail["reasons"] = reasons
     return JSONResponse(detail, status_code=200 if not reasons else 503)
+
+
+async def transparency(request: Request) -> Response:
+    """The published figures: what is in force, and what was decided under each version."""
+    gateway: Gateway = request.app.state.gateway
+    active = gateway.store.active
+    writer = gateway.recorder.writer
+    return JSONResponse(
+        {
+            "policy": None
+            if active is None
+            else {
+                "version": active.version,
+                "digest": active.digest,
+                "ratified_block": active.ratified_block,
+                "activated_at": active.activated_at,
+            },
+            "log": gateway.recorder.counts.snapshot(writer.count, writer.head_hash),
+            "log_verified_at_start": gateway.recorder.counts.verified_at_start,
+            "queue_depth": writer.queue_depth,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def metrics(request: Request) -> Response:

@@ -19,10 +19,13 @@ from gateway.decisionlog.record import Decision as LogEntry
 from gateway.decisionlog.record import outcome as outcome_label
 from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.lifecycle import State
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import DecisionLogCollector, GatewayMetrics
 from gateway.policy import Decision, RequestFacts
+from gateway.transparency import DecisionCounts
 
 logger = logging.getLogger("agora.decisions")
+
+MAX_MODEL_LABELS = 100
 
 _WRITER_STATES = {
     "starting": State.NOT_READY,
@@ -57,7 +60,9 @@ class DecisionRecorder:
         self._config = config
         self._writer = DecisionLogWriter(config)
         self._metrics = metrics
-        self._listed_models: set[str] = set()
+        self._model_labels: set[str] = set()
+        self.counts = DecisionCounts()
+        metrics.registry.register(DecisionLogCollector(self._writer))
 
     @property
     def state(self) -> State:
@@ -83,12 +88,20 @@ class DecisionRecorder:
     def writer(self) -> DecisionLogWriter:
         return self._writer
 
-    def label_models(self, models: list[str]) -> None:
-        """Models worth their own metric label; others count as ``other`` (bounded cardinality)."""
-        self._listed_models = set(models)
+    def _model_label(self, model: str | None) -> str:
+        """The model's own label for the first models seen, then ``other`` (bounded cardinality)."""
+        if model is None:
+            return "none"
+        if model in self._model_labels:
+            return model
+        if len(self._model_labels) < MAX_MODEL_LABELS:
+            self._model_labels.add(model)
+            return model
+        return "other"
 
     async def start(self) -> None:
         await self._writer.start()
+        await self.counts.load(self._config.path)
 
     async def stop(self) -> None:
         await self._writer.stop()
@@ -109,7 +122,7 @@ class DecisionRecorder:
         self._metrics.decisions.labels(
             label,
             outcome.facts.api,
-            model if model in self._listed_models else "other",
+            self._model_label(model),
             str(version.version) if version else "none",
         ).inc()
         self._metrics.decision_latency.observe(outcome.policy_ns / 1e9)
@@ -140,6 +153,8 @@ class DecisionRecorder:
         )
         try:
             await self._writer.submit(entry)
-        except DecisionLogError as exc:
+        except (DecisionLogError, ValueError, TypeError) as exc:
             self._metrics.log_submit_errors.inc()
             logger.error("decision %s could not be logged: %s", outcome.decision_id, exc)
+            return
+        self.counts.add(entry.policy_version, entry.policy_digest, entry.allow, entry.status)

@@ -6,6 +6,9 @@ Prometheus aggregate pods (see docs/operations.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -14,7 +17,9 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 DECISIONS = "agora_decisions"
 DECISION_LATENCY = "agora_decision_duration_seconds"
@@ -26,6 +31,9 @@ COMPONENT_STATE = "agora_component_state"
 LOG_SUBMIT_ERRORS = "agora_decision_log_submit_errors"
 CHAIN_LAST_SYNC = "agora_chain_last_sync_timestamp_seconds"
 BUNDLE_VERIFICATIONS = "agora_bundle_verifications"
+LOG_QUEUE_DEPTH = "agora_decision_log_queue_depth"
+LOG_RECORDS = "agora_decision_log_records"
+LOG_WRITE_ERRORS = "agora_decision_log_write_errors"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -99,3 +107,36 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LogWriterView(Protocol):
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def write_errors(self) -> int: ...
+
+
+class DecisionLogCollector(Collector):
+    """Decision-log figures read from the writer at scrape time: nothing on the hot path."""
+
+    def __init__(self, writer: _LogWriterView):
+        self._writer = writer
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield GaugeMetricFamily(
+            LOG_QUEUE_DEPTH, "Decisions waiting to be written.", value=self._writer.queue_depth
+        )
+        yield GaugeMetricFamily(
+            LOG_RECORDS,
+            "Records in the decision log's hash chain (its head seq).",
+            value=self._writer.count,
+        )
+        yield CounterMetricFamily(
+            LOG_WRITE_ERRORS,
+            "Failed write or fsync attempts (each is retried).",
+            value=self._writer.write_errors,
+        )

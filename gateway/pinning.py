@@ -10,6 +10,7 @@ here to the version and digest that were verified.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from dataclasses import dataclass
 
@@ -133,8 +134,7 @@ async def bundle_endpoint(request: Request) -> Response:
     Served only to loopback clients: it is the channel from the gateway to its
     own OPA (managed, or the sidecar in the same pod).
     """
-    client = request.client
-    if client is None or client.host not in {"127.0.0.1", "::1", "localhost"}:
+    if request.client is None or not _is_loopback(request.client.host):
         return Response(status_code=403)
     store: PolicyStore = request.app.state.policy_store
     known = request.headers.get("if-none-match", "").strip('"') or None
@@ -148,6 +148,15 @@ async def bundle_endpoint(request: Request) -> Response:
     if known == active.revision:
         return Response(status_code=304, headers=headers)
     return Response(active.archive, media_type=BUNDLE_MEDIA_TYPE, headers=headers)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _prefer_wait(prefer: str | None) -> float:

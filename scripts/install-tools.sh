@@ -11,6 +11,7 @@ mkdir -p "$BIN"
 OPA_VERSION="v1.22.2"
 GETH_VERSION="v1.17.10"
 HELM_VERSION="v3.22.0"
+PROMTOOL_VERSION="v0.316.0"
 
 go_tool() { # name module version
     local name="$1" module="$2" version="$3"
@@ -24,6 +25,7 @@ go_tool() { # name module version
 install_opa() { go_tool opa github.com/open-policy-agent/opa "$OPA_VERSION"; }
 install_geth() { go_tool geth github.com/ethereum/go-ethereum/cmd/geth "$GETH_VERSION"; }
 install_helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
+install_promtool() { go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION"; }
 
 # solc and @openzeppelin/contracts are pinned by contracts/package-lock.json and
 # installed with `npm ci` into $AGORA_CACHE/node, reinstalled only when the lockfile changes.
@@ -42,7 +44,7 @@ install_solc() {
 }
 
 tools=("$@")
-if [[ ${#tools[@]} -eq 0 ]]; then tools=(opa); fi
+if [[ ${#tools[@]} -eq 0 ]]; then tools=(opa geth helm promtool solc); fi
 for tool in "${tools[@]}"; do
     "install_$tool"
 done

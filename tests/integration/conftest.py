@@ -127,6 +127,7 @@ def start_gateway(
         key_file = workdir / "issuer.pem"
         key_file.write_bytes(signer.public_pem)
         config = gateway_config(demo_model, key_file, workdir / "decisions.jsonl", **sections)
+        log_path = Path(config["decision_log"].setdefault("path", str(workdir / "decisions.jsonl")))
         config_file = workdir / "agora.yaml"
         config_file.write_text(yaml.safe_dump(config))
         process = Process(
@@ -143,7 +144,7 @@ def start_gateway(
         except TimeoutError:
             process.stop()
             raise AssertionError(f"gateway did not start:\n{process.output()}") from None
-        return RunningGateway(url, process, config, workdir / "decisions.jsonl")
+        return RunningGateway(url, process, config, log_path)
 
     yield start
     for process in started:

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.bundle import Bundle
 from gateway.exceptions import BundleError, DigestMismatch
-from gateway.pinning import PolicyStore, _prefer_wait
+from gateway.pinning import PolicyStore, _is_loopback, _prefer_wait
 
 
 def bundle(rule: str = "allow := true") -> Bundle:
@@ -75,3 +75,9 @@ def test_prefer_wait_parsing() -> None:
     assert _prefer_wait("wait=9999") == 60
     assert _prefer_wait("wait=x") == 0
     assert _prefer_wait(None) == 0
+
+
+def test_loopback_clients_only() -> None:
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("::ffff:127.0.0.1")
+    assert not _is_loopback("10.0.0.7") and not _is_loopback("::ffff:10.0.0.7")
+    assert not _is_loopback("testclient")
