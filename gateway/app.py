@@ -440,7 +440,22 @@ def _parse_body(request: Request, api: str, raw: bytes) -> Any:
         raise _Rejected(
             400, "the request body must be a JSON object", "invalid_request_error", "invalid_json"
         )
+    if b"\\ud" in raw.lower():
+        _refuse_lone_surrogates(body)
     return body
+
+
+def _refuse_lone_surrogates(body: Any) -> None:
+    """``"\\ud800"`` parses but is not Unicode text: it could be neither judged nor logged."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise _Rejected(
+            400,
+            "the request body contains an unpaired UTF-16 surrogate escape",
+            "invalid_request_error",
+            "invalid_json",
+        ) from exc
 
 
 def _path_and_query(request: Request) -> str:

@@ -205,10 +205,16 @@ def test_malformed_json_and_oversized_bodies_get_clear_errors(gateway: RunningGa
             json={**CHAT, "messages": [{"role": "user", "content": "x" * 100_000}]},
         )
         not_an_object = client.post("/v1/chat/completions", json=["demo-small"])
+        lone_surrogate = client.post(
+            "/v1/chat/completions",
+            content=b'{"model": "demo-small", "messages": [{"content": "\\ud800"}]}',
+            headers={"content-type": "application/json"},
+        )
         still_serving = client.post("/v1/chat/completions", json=CHAT)
     assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_json"
     assert oversized.status_code == 413 and oversized.json()["error"]["code"] == "request_too_large"
     assert not_an_object.status_code == 400
+    assert lone_surrogate.status_code == 400
     assert still_serving.status_code == 200
 
 
