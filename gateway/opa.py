@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import socket
@@ -29,6 +30,7 @@ logger = logging.getLogger("agora.opa")
 BUNDLE_NAME = "agora"
 LONG_POLL_S = 10
 _RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
 def opa_config(gateway_url: str) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class ManagedOpa:
         self._workdir = tempfile.TemporaryDirectory(prefix="agora-opa-")
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._relay: asyncio.Task[None] | None = None
         self._state = State.NOT_READY
         self._detail = "not started"
         self.restarts = 0
@@ -156,15 +159,20 @@ class ManagedOpa:
             str(config_file),
             "--log-level",
             "error",
-            "--disable-telemetry",
+            "--skip-version-check",
             "--shutdown-grace-period",
             "1",
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         self._state, self._detail = State.NOT_READY, f"starting pid {self._process.pid}"
+        assert self._process.stdout is not None
+        self._relay = asyncio.create_task(_relay_output(self._process.stdout), name="opa-output")
 
     async def _terminate(self) -> None:
+        if self._relay is not None:
+            self._relay.cancel()
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
             return
@@ -174,3 +182,17 @@ class ManagedOpa:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+async def _relay_output(stream: asyncio.StreamReader) -> None:
+    """OPA's log lines (JSON) into the gateway's log, so that nothing OPA says is lost."""
+    async for raw in stream:
+        line = raw.decode(errors="replace").strip()
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+            level, message = str(entry.get("level", "info")), str(entry.get("msg", line))
+        except ValueError:
+            level, message = "info", line
+        logger.log(_LEVELS.get(level, logging.INFO), "opa: %s", message)

@@ -50,6 +50,7 @@ def quickstart_settings(
                 "pinned_digest": load_bundle(bundle).digest,
                 "opa": "managed",
                 "version": 1,
+                "timeout_ms": 500,  # a laptop busy with other work should not see 503s
             },
             "auth": {
                 "required": False,
@@ -125,7 +126,7 @@ Allowed for a member (token valid 24 h):
     -d '{{"model": "demo-large", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
 With the openai SDK:
-  OpenAI(base_url="{base}/v1", api_key="unused").chat.completions.create(
+  OpenAI(base_url="{base}/v1", api_key="<the member token above>").chat.completions.create(
       model="demo-small", messages=[{{"role": "user", "content": "Hello"}}], stream=True)
 
 Health: {base}/readyz   Metrics: {base}/metrics

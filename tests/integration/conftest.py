@@ -95,7 +95,13 @@ def gateway_config(
             {"name": "dead", "url": f"http://127.0.0.1:{free_port()}", "models": ["dead-*"]},
             {"name": "demo", "url": demo_model.url, "models": ["demo-*"]},
         ],
-        "policy": {"bundle": str(ROOT / "policies"), "opa": "managed", "version": 1},
+        # A generous timeout: CI machines are shared; the slow-OPA test sets its own.
+        "policy": {
+            "bundle": str(ROOT / "policies"),
+            "opa": "managed",
+            "version": 1,
+            "timeout_ms": 1000,
+        },
         "auth": {
             "required": False,
             "issuer": ISSUER,

@@ -28,7 +28,7 @@ class ExternalOpa:
         config.write_text(yaml.safe_dump(opa_config(f"http://127.0.0.1:{gateway_port}")))
         self._args = [
             binary, "run", "--server", "--addr", f"127.0.0.1:{self.port}",
-            "--config-file", str(config), "--disable-telemetry", "--shutdown-grace-period", "1",
+            "--config-file", str(config), "--skip-version-check", "--shutdown-grace-period", "1",
         ]  # fmt: skip
         self._workdir = workdir
         self.process: Process | None = None
@@ -57,7 +57,13 @@ def test_opa_stopped_mid_run_fails_closed_and_forwards_nothing(
     opa, port = external_opa
     gateway = start_gateway(
         listen={"host": "127.0.0.1", "port": port},
-        policy={"bundle": "policies", "opa": "external", "opa_url": opa.url, "version": 1},
+        policy={
+            "bundle": "policies",
+            "opa": "external",
+            "opa_url": opa.url,
+            "version": 1,
+            "timeout_ms": 1000,
+        },
     )
     with gateway.client() as client:
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200

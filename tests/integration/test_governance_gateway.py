@@ -13,7 +13,7 @@ CHAT = {"model": "demo-small", "messages": [{"role": "user", "content": "Hello"}
 
 def test_embedded_chain_ratifies_the_default_policy(start_gateway: StartGateway) -> None:
     gateway = start_gateway(
-        policy={"bundle": str(ROOT / "policies"), "opa": "managed"},
+        policy={"bundle": str(ROOT / "policies"), "opa": "managed", "timeout_ms": 1000},
         governance={"chain": "embedded", "confirmations": 0, "poll_s": 0.5},
     )
     with gateway.client() as client:

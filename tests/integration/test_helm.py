@@ -328,7 +328,7 @@ def test_opa_listens_on_loopback_only(rendered: Rendered) -> None:
     opa_url = httpx.URL(rendered.config["policy"]["opa_url"])
     assert args[:2] == ["run", "--server"]
     assert args[args.index("--addr") + 1] == f"127.0.0.1:{opa_url.port}"
-    for flag in ("--disable-telemetry", "--shutdown-grace-period"):
+    for flag in ("--skip-version-check", "--shutdown-grace-period"):
         assert flag in args
     # Only the read-only diagnostic listener (/health, /metrics) is on the pod's address.
     diagnostic = args[args.index("--diagnostic-addr") + 1]
