@@ -21,6 +21,8 @@ from gateway.auth import Caller
 from gateway.exceptions import PolicyUnavailable
 from gateway.pinning import PolicyStore, PolicyVersion
 
+_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class RequestFacts:
@@ -87,7 +89,7 @@ class PolicyEngine:
         self._store = store
 
     async def start(self) -> None:
-        await self._client._init_session()
+        await self._client.__aenter__()
 
     async def stop(self) -> None:
         await self._client.close_connection()
@@ -95,14 +97,17 @@ class PolicyEngine:
     async def decide(self, facts: RequestFacts, caller: Caller) -> tuple[Decision, dict[str, Any]]:
         """The decision for a request, and the input document it was judged on.
 
-        If OPA answers from a different verified version than expected (a switch
-        in progress), the question is asked once more with that version in the
-        input, so the whole decision belongs to one version.
+        If OPA answers from another verified version than the input named (a
+        switch in progress), the question is asked again with that version in the
+        input, so that the whole decision belongs to one version. The store moves
+        to a new version before OPA does, so one switch can cost two retries:
+        asked as v2, judged by v1; asked as v1, judged by v2 (OPA switched
+        meanwhile); asked as v2, judged by v2.
         """
         expected = self._store.active
         if expected is None:
             raise PolicyUnavailable("no verified policy version is active")
-        for _attempt in range(2):
+        for _attempt in range(_ATTEMPTS):
             document = build_input(facts, caller, expected)
             result, revision = await self._query(document)
             judged_by = self._store.lookup(revision)
@@ -113,7 +118,7 @@ class PolicyEngine:
             if judged_by.revision == expected.revision:
                 return _to_decision(result, judged_by), document
             expected = judged_by
-        raise PolicyUnavailable("the policy version changed twice during one decision")
+        raise PolicyUnavailable("the policy version kept changing during one decision")
 
     async def revision(self) -> str | None:
         """The bundle revision OPA currently enforces (a cheap query), for readiness."""

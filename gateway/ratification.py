@@ -68,8 +68,9 @@ class RatificationWatcher:
 
     @property
     def detail(self) -> str:
-        if self._state is State.OK and self.stale:
-            return f"stale: chain not read for {self.seconds_since_sync:.0f} s; {self._detail}"
+        since = self.seconds_since_sync
+        if self.stale and since is not None:
+            return f"stale: chain not read for {since:.0f} s; {self._detail}"
         return self._detail
 
     @property
