@@ -170,7 +170,7 @@ async def test_web3_reads_the_chain_and_the_registry_over_http(bridged: Bridged)
         registry = RegistryClient(w3, bridged.deployment.registry)
         registry.check()
         first_block = int(w3.eth.block_number)
-        time.sleep(4 * PERIOD_S)
+        time.sleep(5 * PERIOD_S)
         return (
             int(w3.eth.chain_id),
             registry.current(),
@@ -184,7 +184,7 @@ async def test_web3_reads_the_chain_and_the_registry_over_http(bridged: Bridged)
     assert current is not None and current.version >= 1
     assert first == bridged.first
     assert new_blocks >= 2, "the bridge mines blocks on its own"
-    assert timestamp >= int(time.time()) - 1, "block timestamps follow the wall clock"
+    assert timestamp >= int(time.time()) - 1, "block timestamps never fall behind the clock"
     assert bridged.bridge.blocks_mined >= 2 and bridged.bridge.state is State.OK
 
 
