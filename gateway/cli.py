@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quickstart.add_argument("--port", type=int, default=8080, help="gateway port")
     quickstart.add_argument("--model-port", type=int, default=9000, help="demo model port")
+    quickstart.add_argument(
+        "--rpc-port", type=int, default=8545, help="JSON-RPC port of the embedded chain"
+    )
     quickstart.add_argument("--log-level", default="warning")
     quickstart.set_defaults(func=_quickstart)
 
@@ -127,7 +130,12 @@ def _quickstart(args: argparse.Namespace) -> int:
     from gateway.quickstart import run
 
     return asyncio.run(
-        run(gateway_port=args.port, model_port=args.model_port, log_level=args.log_level)
+        run(
+            gateway_port=args.port,
+            model_port=args.model_port,
+            log_level=args.log_level,
+            rpc_port=args.rpc_port,
+        )
     )
 
 

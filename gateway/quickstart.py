@@ -9,23 +9,33 @@ printed so that both policy tiers can be tried.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
+import shutil
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jwt
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway.app import create_app
-from gateway.bundle import load_bundle
 from gateway.config import Settings
 from gateway.demo_model import create_demo_app
+from gateway.exceptions import ChainError
 from gateway.server import GatewayServer
+
+if TYPE_CHECKING:
+    from gateway.chain.rpc_bridge import RpcBridge
 
 SECRET_ENV = "AGORA_QUICKSTART_SECRET"
 ISSUER = "agora-quickstart"
 AUDIENCE = "agora"
+RPC_PORT = 8545
+WORKDIR = Path("agora-quickstart")  # the deployment file and a second policy version to propose
 
 
 def default_bundle() -> Path:
@@ -47,11 +57,12 @@ def quickstart_settings(
             ],
             "policy": {
                 "bundle": str(bundle),
-                "pinned_digest": load_bundle(bundle).digest,
                 "opa": "managed",
-                "version": 1,
                 "timeout_ms": 500,  # a laptop busy with other work should not see 503s
             },
+            # The embedded chain ratifies the bundle as version 1 by a real vote; the gateway
+            # enforces whatever the chain ratifies next (one block deep, checked every second).
+            "governance": {"chain": "embedded", "confirmations": 1, "poll_s": 1.0},
             "auth": {
                 "required": False,
                 "issuer": ISSUER,
@@ -77,7 +88,38 @@ def member_token(secret: str, sub: str = "alice", groups: tuple[str, ...] = ("me
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-async def run(gateway_port: int, model_port: int, log_level: str) -> int:
+def governance_files(bridge: RpcBridge, bundle: Path, workdir: Path = WORKDIR) -> tuple[Path, Path]:
+    """Write the deployment file for `agora gov`, and a second policy version to propose.
+
+    The second version is ``bundle`` with ``demo-large`` opened to anonymous callers;
+    an existing one is kept (it may have been edited). Returns both absolute paths.
+    """
+    workdir.mkdir(exist_ok=True)
+    deployment = bridge.write_deployment(workdir / "deployment.json").resolve()
+    proposal = workdir / "policies-v2"
+    if not proposal.exists():
+        shutil.copytree(bundle, proposal)
+        data = proposal / "agora" / "config" / "data.json"
+        config = json.loads(data.read_text(encoding="utf-8"))
+        config["models"]["anonymous"].append("demo-large")
+        data.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return deployment, proposal.resolve()
+
+
+async def start_rpc_bridge(app: Starlette, port: int, log_level: str) -> RpcBridge | None:
+    """Serve the gateway's embedded chain over JSON-RPC, for `agora gov` from another terminal."""
+    from gateway.chain.rpc_bridge import RpcBridge
+
+    bridge = RpcBridge(app.state.gateway.embedded, port=port, log_level=log_level)
+    try:
+        await bridge.start()
+    except ChainError as exc:
+        print(f"agora quickstart: {exc}; pass --rpc-port PORT to use another", file=sys.stderr)
+        return None
+    return bridge
+
+
+async def run(gateway_port: int, model_port: int, log_level: str, rpc_port: int = RPC_PORT) -> int:
     os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
     bundle = default_bundle()
     settings = quickstart_settings(gateway_port, model_port, bundle, Path("decisions.jsonl"))
@@ -96,21 +138,26 @@ async def run(gateway_port: int, model_port: int, log_level: str) -> int:
     gateway_task = asyncio.create_task(gateway_server.serve())
     while not gateway_server.started and not gateway_task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.05)  # uvicorn offers no event for "started"
+    bridge: RpcBridge | None = None
     if gateway_server.started:
-        print(
-            _instructions(gateway_port, settings, member_token(os.environ[SECRET_ENV])), flush=True
-        )
+        print(_instructions(gateway_port, member_token(os.environ[SECRET_ENV])), flush=True)
+        bridge = await start_rpc_bridge(app, rpc_port, log_level)
+        if bridge is not None:
+            deployment, proposal = governance_files(bridge, bundle)
+            print(_governance_instructions(bridge, deployment, proposal), flush=True)
     await gateway_task
+    if bridge is not None:
+        await bridge.stop()
     model_server.should_exit = True
     await model_task
     return 0
 
 
-def _instructions(port: int, settings: Settings, token: str) -> str:
+def _instructions(port: int, token: str) -> str:
     base = f"http://127.0.0.1:{port}"
     return f"""
-Agora is running: gateway {base}, policy {settings.policy.pinned_digest}
-Decisions are logged to {settings.decision_log.path}. Press Ctrl-C to stop.
+Agora is running: gateway {base}, enforcing the policy the embedded chain ratified.
+Decisions are logged to decisions.jsonl. Press Ctrl-C to stop.
 
 Allowed (anonymous callers may use demo-small):
   curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -130,4 +177,26 @@ With the openai SDK:
       model="demo-small", messages=[{{"role": "user", "content": "Hello"}}], stream=True)
 
 Health: {base}/readyz   Metrics: {base}/metrics
+"""
+
+
+def _governance_instructions(bridge: RpcBridge, deployment: Path, proposal: Path) -> str:
+    return f"""
+Governance: the community's chain runs in this process, served like a dev node at
+{bridge.url} (chain id {bridge.chain_id}, a block every second). Version 1 of the
+policy was ratified by a vote at startup. Ratify version 2 from another terminal:
+{proposal} is the default policy with demo-large opened to anonymous callers
+(edit it first if you like).
+
+  export AGORA_RPC_URL={bridge.url}
+  export AGORA_GOV_DEPLOYMENT={deployment}
+  export AGORA_GOV_PRIVATE_KEY={bridge.deployer_key}   # public test key; holds every vote
+  agora gov status
+  agora gov propose --bundle {proposal} --uri {proposal.as_uri()}
+  agora gov vote 2 for --wait      # within 30 s of the proposal
+  agora gov queue 2 --wait         # when the vote has closed
+  agora gov execute 2 --wait       # after the 10 s timelock delay
+
+Then ask for demo-large again (the second request above): a couple of blocks after
+the execution, the gateway answers with X-Agora-Policy-Version: 2.
 """

@@ -59,11 +59,17 @@ def wait_for_http(url: str, timeout_s: float = 30.0, status: int | None = 200) -
 class Process:
     """A child process with its output captured to a file, stopped at teardown."""
 
-    def __init__(self, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        args: Sequence[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
+    ):
         self.log = log
         self._log_file = log.open("wb")
         self.popen = subprocess.Popen(
-            list(args), stdout=self._log_file, stderr=subprocess.STDOUT, env=tool_env(env), cwd=ROOT
+            list(args), stdout=self._log_file, stderr=subprocess.STDOUT, env=tool_env(env), cwd=cwd
         )
 
     def stop(self, timeout_s: float = 15.0) -> int:

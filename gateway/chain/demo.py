@@ -18,17 +18,20 @@ from gateway.chain.governance import Governance, Support
 from gateway.chain.registry import Ratification
 from gateway.exceptions import ChainError
 
-# Short enough to run a cycle in about a second; blocks are mined on demand anyway.
-EMBEDDED_PARAMS = GovernanceParams(voting_delay=1, voting_period=5, timelock_delay=60)
+# Blocks are mined on demand in tests (a cycle takes about a second); with the quickstart's
+# block a second, people have 30 s to vote and wait 10 s of timelock.
+EMBEDDED_PARAMS = GovernanceParams(voting_delay=1, voting_period=30, timelock_delay=10)
 
 
-def start_embedded_governance(bundle_path: Path, uri: str) -> tuple[Web3, Deployment, Ratification]:
+def start_embedded_governance(
+    bundle_path: Path, uri: str, params: GovernanceParams = EMBEDDED_PARAMS
+) -> tuple[Web3, Deployment, Ratification]:
     """A fresh embedded chain with the contracts deployed and ``bundle_path`` ratified as version 1.
 
     The deployer (the chain's first account) holds and delegates all the votes.
     """
     chain = EmbeddedChain()
-    deployment = deploy_governance(chain.sender(), EMBEDDED_PARAMS)
+    deployment = deploy_governance(chain.sender(), params)
     return chain.w3, deployment, ratify_embedded(chain.w3, deployment, bundle_path, uri)
 
 
