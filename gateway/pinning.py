@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import time
 from dataclasses import dataclass
 
@@ -160,7 +161,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _prefer_wait(prefer: str | None) -> float:
-    for item in (prefer or "").split(","):
+    """Seconds to hold a long poll, from ``Prefer: wait=N``.
+
+    OPA sends preferences separated by ``;`` and ``,``:
+    ``Prefer: modes=snapshot,delta;wait=10``.
+    """
+    for item in re.split(r"[,;]", prefer or ""):
         name, _, value = item.strip().partition("=")
         if name.strip().lower() == "wait":
             try:

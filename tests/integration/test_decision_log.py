@@ -172,6 +172,8 @@ def test_tampered_log_is_caught(tmp_path: Path, gateway: RunningGateway) -> None
             )
     wait_drained(gateway)
     lines = gateway.decision_log.read_bytes().splitlines(keepends=True)
+    completed = [json.loads(line) for line in lines if b'"status":200' in line]
+    assert completed and all(record["reasons"] == [] for record in completed)
     tampered = tmp_path / "tampered.jsonl"
     tampered.write_bytes(b"".join(lines).replace(b'"allow":true', b'"allow":false', 1))
     result = agora("log", "verify", str(tampered))

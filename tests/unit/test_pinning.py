@@ -71,6 +71,7 @@ async def test_long_poll_times_out_without_change() -> None:
 
 def test_prefer_wait_parsing() -> None:
     assert _prefer_wait("wait=10") == 10
+    assert _prefer_wait("modes=snapshot,delta;wait=10") == 10  # what OPA sends
     assert _prefer_wait("respond-async, wait=5") == 5
     assert _prefer_wait("wait=9999") == 60
     assert _prefer_wait("wait=x") == 0
