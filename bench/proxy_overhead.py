@@ -659,7 +659,7 @@ def start_gateway(workdir: Path, model: Server, name: str, targets: Sequence[str
                 str(opa_file),
                 "--log-level",
                 "error",
-                "--disable-telemetry",
+                "--skip-version-check",
                 "--shutdown-grace-period",
                 "1",
             ],
