@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
 import random
 import struct
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,31 +15,13 @@ import rfc8785
 
 from gateway.decisionlog import Decision, RecordError, build_record, canonical_json, outcome, seal
 from gateway.decisionlog.record import parse_line
+from tests.unit.decision_samples import decision
 
 KEY = b"test-key"
 DESIGN_FIELDS = {
     "v", "seq", "time", "decision_id", "policy", "caller_sub_hash", "api", "model", "upstream",
     "allow", "reasons", "status", "latency_us", "input_sha256", "prev", "hash",
 }  # fmt: skip
-
-
-def decision(i: int = 0, **changes: Any) -> Decision:
-    base = Decision(
-        decision_id=f"d-{i:06d}",
-        time=datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
-        policy_version=3,
-        policy_digest="sha256:" + "ab" * 32,
-        caller_sub=f"user-{i % 5}",
-        api="chat.completions",
-        model="gpt-4o-mini",
-        upstream="openai",
-        allow=True,
-        reasons=[],
-        status=200,
-        latency_us={"auth": 10, "policy": 200, "upstream": 5000, "total": 5300},
-        input_document={"request": {"model": "gpt-4o-mini", "temperature": 0.7}, "n": i},
-    )
-    return dataclasses.replace(base, **changes)
 
 
 def sealed(d: Decision, seq: int = 1, prev: str | None = None, **kw: Any) -> dict[str, Any]:

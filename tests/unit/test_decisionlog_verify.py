@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import random
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +13,7 @@ import pytest
 from gateway.decisionlog import ChainBroken, Decision, build_record, seal, stats, verify
 from gateway.decisionlog.cli import register
 from gateway.decisionlog.opa import to_opa_event
-
-
-def decision(i: int = 0, **changes: Any) -> Decision:
-    base = Decision(
-        decision_id=f"d-{i:06d}",
-        time=datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
-        policy_version=3,
-        policy_digest="sha256:" + "ab" * 32,
-        caller_sub=f"user-{i % 5}",
-        api="chat.completions",
-        model="gpt-4o-mini",
-        upstream="openai",
-        allow=True,
-        reasons=[],
-        status=200,
-        latency_us={"auth": 10, "policy": 200, "upstream": 5000, "total": 5300},
-        input_document={"request": {"model": "gpt-4o-mini"}, "n": i},
-    )
-    return dataclasses.replace(base, **changes)
+from tests.unit.decision_samples import decision
 
 
 def chain(decisions: list[Decision]) -> list[bytes]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
 import random
 import threading
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +25,20 @@ from gateway.decisionlog import (
 )
 from gateway.decisionlog.files import rotated_files
 from gateway.exceptions import ConfigError
+from tests.unit.decision_samples import decision as sample
 
 ENV = {"AGORA_TEST_CALLER_KEY": "k" * 32}
 
 
 def decision(i: int = 0, **changes: Any) -> Decision:
-    base = Decision(
-        decision_id=f"d-{i:06d}",
-        time=datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
-        policy_version=3,
-        policy_digest="sha256:" + "ab" * 32,
-        caller_sub=f"user-{i % 5}",
-        api="chat.completions",
-        model="gpt-4o-mini",
-        upstream="openai",
-        allow=i % 3 != 0,
-        reasons=[] if i % 3 else ["denied by policy"],
-        status=200 if i % 3 else 403,
-        latency_us={"auth": 10, "policy": 200, "upstream": 5000, "total": 5300},
-        input_document={"request": {"model": "gpt-4o-mini", "temperature": 0.7}, "n": i},
-    )
-    return dataclasses.replace(base, **changes)
+    """Every third decision is a denial, so that counts per outcome are exercised."""
+    denied = i % 3 == 0
+    mix: dict[str, Any] = {
+        "allow": not denied,
+        "reasons": ["denied by policy"] if denied else [],
+        "status": 403 if denied else 200,
+    }
+    return sample(i, **{**mix, **changes})
 
 
 def config(tmp_path: Path, **changes: Any) -> DecisionLog:
