@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.auth import Authenticator, Caller
+from gateway.auth import Authenticator
 from gateway.bundle import load_bundle
 from gateway.config import Settings
 from gateway.decisionlog.errors import DecisionLogError
@@ -482,4 +482,4 @@ async def _list_models(gateway: Gateway) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-__all__ = ["Caller", "Gateway", "create_app"]
+__all__ = ["Gateway", "create_app"]

@@ -295,10 +295,19 @@ def test_health_and_readiness(gateway: RunningGateway) -> None:
     assert "agora_decisions_total" in metrics.text
 
 
-def test_bundle_service_is_not_served_to_remote_clients(gateway: RunningGateway) -> None:
-    # Loopback is the only channel; the gateway itself is on loopback here, so the
-    # endpoint answers, and it serves the verified revision with an ETag.
+def test_bundle_service_serves_the_verified_revision_with_long_polling(
+    gateway: RunningGateway,
+) -> None:
+    # Remote clients are refused (tests/unit/test_pinning.py); this client is on loopback.
     with gateway.client() as client:
         response = client.get("/_agora/bundles/active.tar.gz")
+        etag = response.headers["etag"]
+        started = time.monotonic()
+        unchanged = client.get(
+            "/_agora/bundles/active.tar.gz",
+            headers={"If-None-Match": etag, "Prefer": "modes=snapshot,delta;wait=1"},
+        )
     assert response.status_code == 200
-    assert response.headers["etag"].startswith('"v1+sha256:')
+    assert etag.startswith('"v1+sha256:')
+    assert unchanged.status_code == 304
+    assert time.monotonic() - started >= 0.9  # held for the wait, not answered at once
