@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.auth import Caller
 from gateway.config import DecisionLog
-from gateway.decisionlog.errors import DecisionLogError, DecisionLogFull
+from gateway.decisionlog.errors import DecisionLogError
 from gateway.decisionlog.record import Decision as LogEntry
 from gateway.decisionlog.record import outcome as outcome_label
 from gateway.decisionlog.writer import DecisionLogWriter
@@ -26,13 +26,6 @@ from gateway.transparency import DecisionCounts
 logger = logging.getLogger("agora.decisions")
 
 MAX_MODEL_LABELS = 100
-
-_WRITER_STATES = {
-    "starting": State.NOT_READY,
-    "ok": State.OK,
-    "error": State.ERROR,
-    "stopped": State.STOPPED,
-}
 
 
 @dataclass
@@ -66,7 +59,7 @@ class DecisionRecorder:
 
     @property
     def state(self) -> State:
-        return _WRITER_STATES[self._writer.state]
+        return self._writer.state
 
     def ensure_capacity(self) -> None:
         """Raise DecisionLogFull before forwarding when a full queue must fail closed.
@@ -74,11 +67,7 @@ class DecisionRecorder:
         Records are submitted when a response ends; checking first means an allowed
         request is never forwarded when its record could not be queued.
         """
-        if (
-            self._config.on_full == "fail_closed"
-            and self._writer.queue_depth >= self._config.queue_size
-        ):
-            raise DecisionLogFull(f"decision log queue is full ({self._config.queue_size} records)")
+        self._writer.ensure_room()
 
     @property
     def detail(self) -> str:

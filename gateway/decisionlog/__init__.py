@@ -17,7 +17,7 @@ from gateway.decisionlog.record import (
     version_key,
 )
 from gateway.decisionlog.verify import BadRecord, ChainBroken, LogStats, VerifyResult, stats, verify
-from gateway.decisionlog.writer import DecisionLogWriter, WriterState
+from gateway.decisionlog.writer import DecisionLogWriter
 
 __all__ = [
     "OUTCOMES",
@@ -32,7 +32,6 @@ __all__ = [
     "Outcome",
     "RecordError",
     "VerifyResult",
-    "WriterState",
     "build_record",
     "canonical_json",
     "outcome",

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, NamedTuple, cast
+from typing import NamedTuple, cast
 
 from gateway.config import DecisionLog
 from gateway.decisionlog.errors import DecisionLogError, DecisionLogFull
@@ -33,10 +33,9 @@ from gateway.decisionlog.files import fsync_dir, rotated_name
 from gateway.decisionlog.record import Decision, build_record, format_time, seal
 from gateway.decisionlog.recovery import recover
 from gateway.exceptions import ConfigError
+from gateway.lifecycle import State
 
 logger = logging.getLogger(__name__)
-
-WriterState = Literal["starting", "ok", "error", "stopped"]
 
 _MAX_BACKOFF_S = 5.0
 
@@ -76,7 +75,7 @@ class DecisionLogWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._blocked = 0
-        self._state: WriterState = "starting"
+        self._state = State.NOT_READY
         self._write_errors = 0
         self._last_error = ""
         self._count = 0
@@ -97,7 +96,7 @@ class DecisionLogWriter:
         self._broken = False
 
     @property
-    def state(self) -> WriterState:
+    def state(self) -> State:
         """``error`` while a write is failing and being retried."""
         return self._state
 
@@ -123,7 +122,7 @@ class DecisionLogWriter:
     @property
     def detail(self) -> str:
         """One line for operators (readiness endpoints): why the state is what it is."""
-        if self._state == "error":
+        if self._state is State.ERROR:
             return f"{self._last_error}; retrying ({self._write_errors} errors so far)"
         return f"{self._count} records, queue {self.queue_depth}/{self._queue.maxsize}"
 
@@ -134,13 +133,22 @@ class DecisionLogWriter:
         try:
             await asyncio.to_thread(self._open)
         except OSError as exc:
-            self._state, self._last_error = "error", f"cannot open {self._path}: {exc}"
+            self._state, self._last_error = State.ERROR, f"cannot open {self._path}: {exc}"
             raise DecisionLogError(f"cannot open decision log {self._path}: {exc}") from exc
         except DecisionLogError as exc:
-            self._state, self._last_error = "error", str(exc)
+            self._state, self._last_error = State.ERROR, str(exc)
             raise
         self._task = asyncio.create_task(self._run(), name="decision-log-writer")
-        self._state = "ok"
+        self._state = State.OK
+
+    def ensure_room(self) -> None:
+        """Raise DecisionLogFull if a record submitted now would be refused (``fail_closed``).
+
+        The gateway asks before forwarding, because a request's record is only
+        submitted when its response ends.
+        """
+        if self._config.on_full == "fail_closed" and (self._blocked or self._queue.full()):
+            raise DecisionLogFull(f"decision log queue is full ({self._queue.maxsize} records)")
 
     async def submit(self, decision: Decision, *, durable: bool = False) -> None:
         """Queue a decision's record; with ``durable``, return once it is fsynced.
@@ -176,14 +184,14 @@ class DecisionLogWriter:
         """
         self._closing = True
         if self._task is None:
-            self._state = "stopped"
+            self._state = State.STOPPED
             return
         if not self._queue.full():
             self._queue.put_nowait(None)  # wakes the writer if it waits for records
         try:
             await self._task
         finally:
-            self._state = "stopped"
+            self._state = State.STOPPED
 
     async def _put_blocked(self, item: _Item) -> None:
         try:
@@ -230,7 +238,7 @@ class DecisionLogWriter:
             except Exception as exc:
                 self._broken = True
                 self._write_errors += 1
-                self._state, self._last_error = "error", f"write to {self._path} failed: {exc}"
+                self._state, self._last_error = State.ERROR, f"write to {self._path} failed: {exc}"
                 logger.error(
                     "decision log %s: write failed (%s); %d records wait, retrying in %.2fs",
                     self._path, exc, len(self._batch) + len(self._unsynced), backoff,
@@ -238,7 +246,7 @@ class DecisionLogWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 continue
-            self._state = "ok"
+            self._state = State.OK
             for done in durable:
                 if not done.done():
                     done.set_result(None)

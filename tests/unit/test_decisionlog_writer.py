@@ -25,6 +25,7 @@ from gateway.decisionlog import (
 )
 from gateway.decisionlog.files import rotated_files
 from gateway.exceptions import ConfigError
+from gateway.lifecycle import State
 from tests.unit.decision_samples import decision as sample
 
 ENV = {"AGORA_TEST_CALLER_KEY": "k" * 32}
@@ -77,7 +78,7 @@ async def test_concurrent_submits_form_one_chain(tmp_path: Path, durability: str
     assert {r["decision_id"] for r in records(tmp_path / "decisions.jsonl")} == {
         f"d-{i:06d}" for i in range(300)
     }
-    assert writer.state == "stopped"
+    assert writer.state is State.STOPPED
     assert writer.write_errors == 0
 
 
@@ -148,7 +149,10 @@ async def test_full_queue_fails_closed(tmp_path: Path, monkeypatch: pytest.Monke
     stall = Stall(writer, monkeypatch)
     await writer.submit(decision(1))
     await stall.until_stalled()  # the writer holds record 1; the queue is empty
+    writer.ensure_room()  # room for one more
     await writer.submit(decision(2))  # fills the queue
+    with pytest.raises(DecisionLogFull):
+        writer.ensure_room()  # what the gateway asks before forwarding
     with pytest.raises(DecisionLogFull):
         await writer.submit(decision(3))
     stall.release.set()
@@ -167,6 +171,7 @@ async def test_full_queue_blocks_until_there_is_room(
     await writer.submit(decision(1))
     await stall.until_stalled()
     await writer.submit(decision(2))
+    writer.ensure_room()  # back-pressure, not refusal
     blocked = asyncio.create_task(writer.submit(decision(3)))
     await asyncio.sleep(0.05)
     assert not blocked.done()
@@ -219,7 +224,7 @@ async def test_a_second_writer_on_the_same_path_is_refused(tmp_path: Path) -> No
     second = DecisionLogWriter(config(tmp_path), environ=ENV)
     with pytest.raises(DecisionLogError, match="in use"):
         await second.start()
-    assert second.state == "error"
+    assert second.state is State.ERROR
     assert "in use" in second.detail
     await writer.stop()
 
