@@ -89,6 +89,21 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+def run_agora(
+    *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 110
+) -> subprocess.CompletedProcess[str]:
+    """``agora ARGS`` through the real entry point, in a fresh process; never raises on failure."""
+    return subprocess.run(
+        python_module("gateway", *args),
+        env=tool_env(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def python_module(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,15 +16,9 @@ import httpx
 import pytest
 
 from tests.integration.conftest import RunningGateway, StartGateway
-from tests.support import TOOL_BIN, Signer, wait_for_http
+from tests.support import TOOL_BIN, Signer, run_agora, wait_for_http
 
 DECISION_STATUSES = {200, 403, 502, 503, 504}
-
-
-def agora(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, check=False
-    )
 
 
 def request_mix(index: int, member_token: str) -> tuple[dict[str, object], dict[str, str]]:
@@ -77,7 +70,7 @@ def test_sigterm_loses_no_decision_and_the_published_counts_match_the_log(
     assert statuses[200] and statuses[403]
 
     published = wait_drained(gateway)
-    stats = agora("log", "stats", str(gateway.decision_log), "--json")
+    stats = run_agora("log", "stats", str(gateway.decision_log), "--json")
     assert stats.returncode == 0, stats.stderr
     assert published["log"] == json.loads(stats.stdout)
 
@@ -92,7 +85,7 @@ def test_sigterm_loses_no_decision_and_the_published_counts_match_the_log(
     # uvicorn drains, then re-raises the signal it caught: a clean exit by SIGTERM.
     assert gateway.process.popen.wait(30) in (0, -signal.SIGTERM)
     decisions = sum(n for status, n in statuses.items() if status in DECISION_STATUSES)
-    verified = agora("log", "verify", str(gateway.decision_log))
+    verified = run_agora("log", "verify", str(gateway.decision_log))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert f"OK: {decisions} records" in verified.stdout
 
@@ -114,7 +107,7 @@ def test_sigkill_mid_write_recovers_and_the_chain_continues(
     gateway.process.popen.wait(10)
     with log_path.open("ab") as log:  # a crash in the middle of a write leaves half a line
         log.write(b'{"allow":true,"api":"chat.completions","caller_sub_hash":null,"dec')
-    torn = agora("log", "verify", str(log_path))
+    torn = run_agora("log", "verify", str(log_path))
     assert torn.returncode == 1 and "FAILED" in torn.stdout
 
     restarted = start_gateway(
@@ -125,7 +118,7 @@ def test_sigkill_mid_write_recovers_and_the_chain_continues(
     assert sum(after.values()) == 40
     wait_drained(restarted)
     restarted.process.stop()
-    verified = agora("log", "verify", str(log_path))
+    verified = run_agora("log", "verify", str(log_path))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert list(log_path.parent.glob(f"{log_path.name}.torn-*")), "the torn tail was not kept"
 
@@ -176,6 +169,6 @@ def test_tampered_log_is_caught(tmp_path: Path, gateway: RunningGateway) -> None
     assert completed and all(record["reasons"] == [] for record in completed)
     tampered = tmp_path / "tampered.jsonl"
     tampered.write_bytes(b"".join(lines).replace(b'"allow":true', b'"allow":false', 1))
-    result = agora("log", "verify", str(tampered))
+    result = run_agora("log", "verify", str(tampered))
     assert result.returncode == 1
     assert "tampered.jsonl:1" in result.stdout

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gateway.opa import opa_config
-from tests.integration.conftest import DemoModel, StartGateway
+from tests.integration.conftest import DemoModel, RunningGateway, StartGateway
 from tests.support import Process, Signer, free_port, wait_for_http
 
 CHAT = {"model": "demo-small", "messages": [{"role": "user", "content": "Hello"}]}
@@ -51,9 +51,10 @@ def external_opa(opa_binary: str, tmp_path: Path) -> Iterator[tuple[ExternalOpa,
     opa.stop()
 
 
-def test_opa_stopped_mid_run_fails_closed_and_forwards_nothing(
-    start_gateway: StartGateway, external_opa: tuple[ExternalOpa, int], demo_model: DemoModel
-) -> None:
+def with_sidecar(
+    start_gateway: StartGateway, external_opa: tuple[ExternalOpa, int], timeout_ms: int
+) -> tuple[ExternalOpa, RunningGateway]:
+    """A gateway using the external OPA (``policy.opa: external``), as in Kubernetes."""
     opa, port = external_opa
     gateway = start_gateway(
         listen={"host": "127.0.0.1", "port": port},
@@ -62,9 +63,16 @@ def test_opa_stopped_mid_run_fails_closed_and_forwards_nothing(
             "opa": "external",
             "opa_url": opa.url,
             "version": 1,
-            "timeout_ms": 1000,
+            "timeout_ms": timeout_ms,
         },
     )
+    return opa, gateway
+
+
+def test_opa_stopped_mid_run_fails_closed_and_forwards_nothing(
+    start_gateway: StartGateway, external_opa: tuple[ExternalOpa, int], demo_model: DemoModel
+) -> None:
+    opa, gateway = with_sidecar(start_gateway, external_opa, timeout_ms=1000)
     with gateway.client() as client:
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
         opa.stop()
@@ -83,17 +91,7 @@ def test_opa_stopped_mid_run_fails_closed_and_forwards_nothing(
 def test_opa_too_slow_fails_closed_at_its_timeout(
     start_gateway: StartGateway, external_opa: tuple[ExternalOpa, int], demo_model: DemoModel
 ) -> None:
-    opa, port = external_opa
-    gateway = start_gateway(
-        listen={"host": "127.0.0.1", "port": port},
-        policy={
-            "bundle": "policies",
-            "opa": "external",
-            "opa_url": opa.url,
-            "timeout_ms": 200,
-            "version": 1,
-        },
-    )
+    opa, gateway = with_sidecar(start_gateway, external_opa, timeout_ms=200)
     assert opa.process is not None
     pid = opa.process.popen.pid
     with gateway.client() as client:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +45,7 @@ from gateway.chain.rpc import connect
 from gateway.chain.transactions import Sender
 from tests.integration.conftest import DemoModel, RunningGateway, StartGateway
 from tests.integration.geth import DEV_CHAIN_ID, GethNode, start_geth
-from tests.support import ROOT, free_port, tool_env
+from tests.support import ROOT, free_port, run_agora
 
 pytestmark = pytest.mark.integration
 
@@ -77,15 +75,7 @@ def chat(max_tokens: int) -> dict[str, Any]:
 
 def agora(env: dict[str, str], *args: str) -> Any:
     """``agora ARGS --json`` through the real entry point in a fresh process; its output."""
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", *args, "--json"],
-        env=tool_env(env),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    result = run_agora(*args, "--json", env=env)
     assert result.returncode == 0, f"agora {' '.join(args)} failed:\n{result.stderr}"
     return json.loads(result.stdout)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from gateway.chain.keys import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV
 from gateway.chain.registry import RegistryClient
 from gateway.chain.tokens import TOKEN_UNIT
 from tests.integration.geth import DEV_CHAIN_ID, GethNode, start_geth
-from tests.support import ROOT, tool_env
+from tests.support import ROOT, run_agora
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +34,7 @@ FAST_RULES = ["--voting-delay", "1", "--voting-period", "5", "--timelock-delay",
 
 def agora_gov(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``agora gov ARGS`` through the real entry point, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "gov", *args],
-        env=tool_env(env),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    return run_agora("gov", *args, env=env)
 
 
 def succeeds(node: GethNode, env: dict[str, str], *args: str) -> Any:
