@@ -7,8 +7,8 @@ stream the upstream's answer; every outcome is recorded and counted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import Authenticator
+from gateway.body import JsonBody, parse_json_body
 from gateway.bundle import load_bundle
 from gateway.config import Settings
 from gateway.decisionlog.errors import DecisionLogError
@@ -31,12 +32,21 @@ from gateway.decisions import DecisionRecorder, Outcome
 from gateway.exceptions import (
     AgoraError,
     AuthError,
+    BodyTooLarge,
+    InvalidBody,
+    InvalidTarget,
+    MissingModel,
+    ModelNotFound,
+    ObligationRefused,
     PolicyUnavailable,
+    RequestRefused,
+    UnsupportedBody,
     UpstreamError,
     UpstreamTimeout,
 )
 from gateway.governance import EmbeddedGovernance, start_watcher
 from gateway.lifecycle import State
+from gateway.obligations import apply_obligations
 
 if TYPE_CHECKING:
     from gateway.ratification import RatificationWatcher
@@ -44,9 +54,10 @@ from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.opa import ManagedOpa
 from gateway.pinning import BUNDLE_RESOURCE, PolicyStore, bundle_endpoint
 from gateway.policy import PolicyEngine, RequestFacts
-from gateway.proxy import ProxyResponse, StreamOutcome, UpstreamPool
+from gateway.proxy import Client, ProxyResponse, StreamOutcome, UpstreamPool
 from gateway.responses import error_response
-from gateway.routing import RouteTable, classify_api, model_of
+from gateway.routing import RouteTable
+from gateway.target import MODEL_NAME, canonical_target, classify_api, model_in_path
 
 logger = logging.getLogger("agora.gateway")
 
@@ -56,14 +67,7 @@ POLICY_DIGEST = "X-Agora-Policy-Digest"
 
 _JSON_APIS = frozenset({"chat.completions", "completions", "embeddings", "responses"})
 _MODEL_REQUIRED = frozenset({"chat.completions", "completions", "embeddings"})
-
-
-class _Rejected(Exception):
-    """A request refused before policy; carries the OpenAI-style error to return."""
-
-    def __init__(self, status: int, message: str, error_type: str, code: str):
-        super().__init__(message)
-        self.status, self.message, self.error_type, self.code = status, message, error_type, code
+_PARSE_INLINE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -259,52 +263,56 @@ async def proxy(request: Request) -> Response:
     headers = _agora_headers(
         decision_id, active.version if active else None, active.digest if active else None
     )
+    limits = gateway.settings.limits
 
-    # 1. Parse and bound the request.
-    path = request.url.path
-    api = classify_api(path)
+    # 1. Parse and bound the request: one canonical target, one parsed body.
     try:
-        raw_body = await _read_bounded(request, gateway.settings.limits.max_body_bytes)
-        body = _parse_body(request, api, raw_body)
-        model = model_of(path, body)
-        if api in _MODEL_REQUIRED and request.method == "POST" and model is None:
-            raise _Rejected(
-                400, "you must provide a model parameter", "invalid_request_error", "missing_model"
-            )
+        target = canonical_target(
+            request.scope.get("raw_path") or b"", request.scope.get("query_string", b"")
+        )
+        api = classify_api(request.method, target.path)
+        raw_body = await _read_bounded(request, limits.max_body_bytes)
+        parsed = await _parse_body(request, api, raw_body, limits.max_json_depth)
+        body = parsed.value if parsed is not None else None
+        model = body.get("model") if body is not None else model_in_path(target.path)
+        if model is not None and not MODEL_NAME.fullmatch(model):
+            raise InvalidTarget("the model name in the path is not a valid model name")
+        if api in _MODEL_REQUIRED and model is None:
+            raise MissingModel("you must provide a model parameter")
         upstream = gateway.routes.route(model)
         if upstream is None:
-            raise _Rejected(
-                404,
-                f"The model `{model}` does not exist or is not served through this gateway",
-                "invalid_request_error",
-                "model_not_found",
+            raise ModelNotFound(
+                f"The model `{model}` does not exist or is not served through this gateway"
             )
-    except _Rejected as rejected:
-        return _reject(gateway, rejected, headers)
+    except RequestRefused as refused:
+        gateway.metrics.rejected.labels(refused.code).inc()
+        return error_response(
+            refused.status, str(refused), refused.error_type, refused.code, headers
+        )
 
     # 2. Authenticate the caller.
     try:
         caller = await gateway.authenticator.authenticate(request.headers.get("authorization"))
     except AuthError as exc:
+        gateway.metrics.rejected.labels("invalid_token").inc()
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return _reject(
-            gateway, _Rejected(401, str(exc), "authentication_error", "invalid_token"), headers
-        )
+        return error_response(401, str(exc), "authentication_error", "invalid_token", headers)
     auth_done = time.perf_counter_ns()
 
     # 3. Ask policy.
     facts = RequestFacts(
         api=api,
         model=model,
-        stream=isinstance(body, dict) and body.get("stream") is True,
-        body=body if isinstance(body, dict) else {},
+        stream=body is not None and body.get("stream") is True,
+        body=body if body is not None else {},
         method=request.method,
-        path=path,
-        query=dict(request.query_params),
+        path=target.path,
+        query=target.query,
         headers={
             k: v for k, v in request.headers.items() if k in gateway.settings.header_allowlist
         },
         upstream=upstream.name,
+        texts=parsed.texts if parsed is not None else [],
     )
     outcome = Outcome(decision_id=decision_id, facts=facts, caller=caller, started_ns=started)
     outcome.auth_ns = auth_done - started
@@ -323,43 +331,54 @@ async def proxy(request: Request) -> Response:
     outcome.input_document = input_document
     headers.update(_agora_headers(decision_id, decision.version.version, decision.version.digest))
 
-    # 4. Refuse what policy denies.
-    if not decision.allow:
-        await gateway.recorder.record(outcome, status=403, reasons=decision.reasons)
-        return error_response(
-            403,
-            "Request denied by policy: " + "; ".join(decision.reasons),
-            "policy_denied",
-            "policy_denied",
-            headers,
-            decision_id=decision_id,
-            policy_version=decision.version.version,
-            reasons=decision.reasons,
+    # 4. Refuse what policy denies, or allows only under an obligation that cannot be met.
+    reasons = decision.reasons
+    try:
+        if not decision.allow:
+            raise ObligationRefused("; ".join(reasons))
+        forwarded = apply_obligations(
+            api, body, raw_body, decision.max_tokens, upstream.chat_cap_field
         )
+    except ObligationRefused as exc:
+        reasons = reasons if not decision.allow else [str(exc)]
+        await gateway.recorder.record(outcome, status=403, reasons=reasons, allow=False)
+        return error_response(
+            403, "Request denied by policy: " + "; ".join(reasons), "policy_denied",
+            "policy_denied", headers, decision_id=decision_id,
+            policy_version=decision.version.version, reasons=reasons,
+        )  # fmt: skip
 
-    # 5. Forward what it allows (only if its record can be queued, when that must fail closed).
+    # 5. Forward what it allows, only once its decision is queued for the log.
+    outcome.obligations = forwarded.applied
     try:
         gateway.recorder.ensure_capacity()
     except DecisionLogError as exc:
-        await gateway.recorder.record(outcome, status=503, reasons=[str(exc)])
+        await gateway.recorder.record(outcome, status=503, reasons=[str(exc)], allow=False)
         return error_response(
             503, "the decision log cannot take more records; the request was not forwarded",
             "decision_log_unavailable", "decision_log_unavailable", headers,
+            decision_id=decision_id,
         )  # fmt: skip
-    if api == "models" and path.rstrip("/") == "/v1/models" and request.method == "GET":
+    if api == "models" and target.path == "/v1/models":
         listing = await _list_models(gateway)
-        await gateway.recorder.record(outcome, status=200, reasons=decision.reasons)
+        await gateway.recorder.record(outcome, status=200, reasons=reasons)
         return JSONResponse(listing, headers=headers)
     forward_started = time.perf_counter_ns()
     try:
         upstream_response = await gateway.pool.open(
-            upstream, request.method, _path_and_query(request), request.headers.items(), raw_body
+            upstream,
+            request.method,
+            target.path_and_query,
+            request.headers.items(),
+            forwarded.body,
+            content_type="application/json" if parsed is not None else None,
+            client=_client(request),
         )
     except UpstreamError as exc:
         status = 504 if isinstance(exc, UpstreamTimeout) else 502
         outcome.upstream_ns = time.perf_counter_ns() - forward_started
         await gateway.recorder.record(
-            outcome, status=status, reasons=decision.reasons, upstream_error=str(exc)
+            outcome, status=status, reasons=reasons, upstream_error=str(exc)
         )
         return error_response(
             status, str(exc), "upstream_error",
@@ -369,12 +388,12 @@ async def proxy(request: Request) -> Response:
     async def finished(stream: StreamOutcome) -> None:
         outcome.upstream_ns = stream.upstream_us * 1000
         error = None if stream.completed else stream.reason
-        status = stream.status if stream.reason != "upstream_cut" else 502
-        await gateway.recorder.record(
-            outcome, status=status, reasons=decision.reasons, upstream_error=error
-        )
+        status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
+        await gateway.recorder.record(outcome, status=status, reasons=reasons, upstream_error=error)
 
-    return ProxyResponse(upstream_response, headers, forward_started, finished)  # type: ignore[return-value]
+    return ProxyResponse(  # type: ignore[return-value]
+        upstream_response, headers, forward_started, finished, upstream.timeout.total
+    )
 
 
 def _agora_headers(decision_id: str, version: int | None, digest: str | None) -> dict[str, str]:
@@ -385,21 +404,15 @@ def _agora_headers(decision_id: str, version: int | None, digest: str | None) ->
     }
 
 
-def _reject(gateway: Gateway, rejected: _Rejected, headers: dict[str, str]) -> Response:
-    gateway.metrics.rejected.labels(rejected.code).inc()
-    return error_response(
-        rejected.status, rejected.message, rejected.error_type, rejected.code, headers
-    )
+def _client(request: Request) -> Client | None:
+    if request.client is None:
+        return None
+    return Client(request.client.host, request.url.scheme)
 
 
 async def _read_bounded(request: Request, limit: int) -> bytes:
     """The whole request body, or 413 as soon as it exceeds ``limit`` bytes."""
-    too_large = _Rejected(
-        413,
-        f"request body exceeds the limit of {limit} bytes",
-        "invalid_request_error",
-        "request_too_large",
-    )
+    too_large = BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -413,54 +426,26 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_body(request: Request, api: str, raw: bytes) -> Any:
-    """The JSON body as policy sees it; other content types are forwarded unparsed."""
+async def _parse_body(request: Request, api: str, raw: bytes, max_depth: int) -> JsonBody | None:
+    """The JSON body as policy sees it; None for no body, or a non-JSON body of another API.
+
+    Large bodies are parsed in a worker thread, so that one big request does not
+    stall every other request's policy call on the event loop.
+    """
+    if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        raise UnsupportedBody("request bodies must not be compressed (content-encoding)")
     if not raw:
-        if api in _JSON_APIS and request.method == "POST":
-            raise _Rejected(
-                400,
-                "the request body is empty; expected JSON",
-                "invalid_request_error",
-                "invalid_json",
-            )
+        if api in _JSON_APIS:
+            raise InvalidBody("the request body is empty; expected JSON")
         return None
+    if request.method in ("GET", "HEAD", "DELETE"):
+        raise InvalidBody(f"a {request.method} request carries no body")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if api not in _JSON_APIS and content_type not in ("application/json", ""):
         return None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _Rejected(
-            400,
-            f"the request body is not valid JSON: {exc}",
-            "invalid_request_error",
-            "invalid_json",
-        ) from exc
-    if api in _JSON_APIS and not isinstance(body, dict):
-        raise _Rejected(
-            400, "the request body must be a JSON object", "invalid_request_error", "invalid_json"
-        )
-    if b"\\ud" in raw.lower():
-        _refuse_lone_surrogates(body)
-    return body
-
-
-def _refuse_lone_surrogates(body: Any) -> None:
-    """``"\\ud800"`` parses but is not Unicode text: it could be neither judged nor logged."""
-    try:
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError as exc:
-        raise _Rejected(
-            400,
-            "the request body contains an unpaired UTF-16 surrogate escape",
-            "invalid_request_error",
-            "invalid_json",
-        ) from exc
-
-
-def _path_and_query(request: Request) -> str:
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+    if len(raw) > _PARSE_INLINE_BYTES:
+        return await asyncio.to_thread(parse_json_body, raw, max_depth)
+    return parse_json_body(raw, max_depth)
 
 
 async def _list_models(gateway: Gateway) -> dict[str, Any]:

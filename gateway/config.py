@@ -42,6 +42,8 @@ class UpstreamTimeout(_Strict):
     connect: Annotated[float, Field(gt=0)] = 2.0
     read: Annotated[float, Field(gt=0)] = 120.0
     """Seconds to the first byte of the response, and between two chunks of it."""
+    total: Annotated[float, Field(gt=0)] = 600.0
+    """Seconds a whole response (a stream included) may last; then it is cut."""
 
 
 class Upstream(_Strict):
@@ -51,6 +53,12 @@ class Upstream(_Strict):
     timeout: UpstreamTimeout = UpstreamTimeout()
     api_key_env: str | None = None
     """Environment variable holding the upstream's own API key, sent as a bearer token."""
+    organization: str | None = None
+    """``OpenAI-Organization`` sent with the upstream's key (callers' own are never sent)."""
+    project: str | None = None
+    """``OpenAI-Project`` sent with the upstream's key (callers' own are never sent)."""
+    chat_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    """The field that carries a policy's output cap when a chat request names none."""
     max_connections: Annotated[int, Field(ge=1)] = 256
 
 
@@ -153,6 +161,7 @@ class DecisionLog(_Strict):
 
 class Limits(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
+    max_json_depth: Annotated[int, Field(ge=2, le=512)] = 64
 
 
 class Settings(_Strict):

@@ -42,6 +42,7 @@ class Outcome:
     upstream_ns: int = 0
     decision: Decision | None = None
     input_document: dict[str, Any] | None = None
+    obligations: dict[str, int] = field(default_factory=dict)
 
 
 class DecisionRecorder:
@@ -101,10 +102,13 @@ class DecisionRecorder:
         status: int,
         reasons: list[str],
         upstream_error: str | None = None,
+        allow: bool | None = None,
     ) -> None:
+        """Record the decision; ``allow=False`` when an allowed request was not forwarded."""
         total_ns = time.perf_counter_ns() - outcome.started_ns
         decision = outcome.decision
-        allow = decision.allow if decision is not None else False
+        if allow is None:
+            allow = decision.allow if decision is not None else False
         version = decision.version if decision is not None else None
         label = outcome_label(allow, status)
         model = outcome.facts.model

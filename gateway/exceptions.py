@@ -2,10 +2,18 @@
 
 AgoraError
 ├── ConfigError            bad configuration; names the key
+├── RequestRefused         a request refused before policy; carries its HTTP answer
+│   ├── InvalidTarget      a request target another server could read differently (400)
+│   ├── InvalidBody        a body that is malformed, ambiguous or beyond a limit (400)
+│   ├── MissingModel       a model API request without a model (400)
+│   ├── BodyTooLarge       the body exceeds limits.max_body_bytes (413)
+│   ├── UnsupportedBody    a body encoding the gateway cannot judge (415)
+│   └── ModelNotFound      no upstream serves the model (404)
 ├── AuthError              the caller's token is invalid (401)
 ├── BundleError            a policy bundle cannot be read or built
 │   └── DigestMismatch     a bundle's digest differs from the pinned/ratified one
 ├── PolicyUnavailable      no decision: OPA down, slow, or no active policy (503)
+├── ObligationRefused      an obligation of the decision cannot be met (403)
 ├── UpstreamError          the model upstream failed (502)
 │   └── UpstreamTimeout    the model upstream did not answer in time (504)
 └── ChainError             the governance chain cannot be read or written
@@ -20,6 +28,41 @@ class AgoraError(Exception):
 
 class ConfigError(AgoraError):
     """The configuration is invalid; the message names the key."""
+
+
+class RequestRefused(AgoraError):
+    """A request refused before policy; the message is safe to return to the caller."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidTarget(RequestRefused):
+    code = "invalid_target"
+
+
+class InvalidBody(RequestRefused):
+    code = "invalid_json"
+
+
+class MissingModel(RequestRefused):
+    code = "missing_model"
+
+
+class BodyTooLarge(RequestRefused):
+    status = 413
+    code = "request_too_large"
+
+
+class UnsupportedBody(RequestRefused):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ModelNotFound(RequestRefused):
+    status = 404
+    code = "model_not_found"
 
 
 class AuthError(AgoraError):
@@ -42,6 +85,10 @@ class DigestMismatch(BundleError):
 
 class PolicyUnavailable(AgoraError):
     """No trustworthy decision can be had; the gateway fails closed."""
+
+
+class ObligationRefused(AgoraError):
+    """The decision allows the request only under an obligation it cannot meet (a deny)."""
 
 
 class UpstreamError(AgoraError):

@@ -37,6 +37,8 @@ class RequestFacts:
     query: dict[str, str]
     headers: dict[str, str]
     upstream: str | None
+    texts: list[str] = field(default_factory=list)
+    """Every string of the body, normalised (body.normalise), for deny patterns."""
 
 
 def build_input(
@@ -49,6 +51,7 @@ def build_input(
         "model": facts.model,
         "stream": facts.stream,
         "body": facts.body if facts.body is not None else {},
+        "texts": facts.texts,
         "request": {
             "method": facts.method,
             "path": facts.path,
@@ -69,7 +72,8 @@ class Decision:
     allow: bool
     reasons: list[str]
     version: PolicyVersion
-    document: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int | None = None
+    """The output cap the gateway must apply to what it forwards (an obligation)."""
 
 
 class PolicyEngine:
@@ -158,4 +162,12 @@ def _to_decision(result: Any, version: PolicyVersion) -> Decision:
     reasons = [str(r) for r in raw_reasons] if isinstance(raw_reasons, list) else [str(raw_reasons)]
     if not result["allow"] and not reasons:
         reasons = ["denied by policy"]
-    return Decision(result["allow"], reasons, version, result)
+    max_tokens = result.get("max_tokens")
+    if max_tokens is not None and not (
+        isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0
+    ):
+        return Decision(
+            False, ["the policy decision is malformed (max_tokens is not a positive integer)"],
+            version,
+        )  # fmt: skip
+    return Decision(result["allow"], reasons, version, max_tokens)

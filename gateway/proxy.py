@@ -22,6 +22,7 @@ import aiohttp
 import anyio
 from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
+from yarl import URL
 
 from gateway.config import Upstream
 from gateway.exceptions import UpstreamError, UpstreamTimeout
@@ -39,10 +40,17 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Never sent upstream: the caller's credentials are for the gateway, and aiohttp
-# recomputes framing and Host for the upstream URL.
-_NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "authorization", "cookie"}
-
+# Never sent upstream: the caller's credentials are for the gateway; aiohttp
+# recomputes framing and Host; the gateway sets the content type of what it
+# judged and the forwarding headers itself; and method overrides would let an
+# upstream framework act on another method than the one policy judged.
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "host", "content-length", "content-type", "authorization", "cookie",
+    "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+    "x-http-method-override", "x-http-method", "x-method-override",
+}  # fmt: skip
+# Headers that pick the billed account: with the operator's key, only the operator's.
+_ACCOUNT_HEADERS = frozenset({"openai-organization", "openai-project"})
 
 # uvicorn writes its own; forwarding the upstream's would send them twice.
 _SET_BY_SERVER = frozenset({"server", "date"})
@@ -66,11 +74,19 @@ class StreamOutcome:
 
     status: int
     completed: bool
-    reason: str  # "complete", "client_disconnected" or "upstream_cut"
+    reason: str  # "complete", "client_disconnected", "upstream_cut" or "deadline"
     upstream_us: int
 
 
 OnComplete = Callable[[StreamOutcome], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who connected to the gateway, as the upstream is told in ``X-Forwarded-*``."""
+
+    host: str
+    scheme: str
 
 
 class UpstreamPool:
@@ -88,7 +104,6 @@ class UpstreamPool:
     async def start(self) -> None:
         for upstream in self._upstreams.values():
             self._sessions[upstream.name] = aiohttp.ClientSession(
-                base_url=str(upstream.url).rstrip("/") + "/",
                 connector=aiohttp.TCPConnector(
                     limit=upstream.max_connections, ttl_dns_cache=60, enable_cleanup_closed=True
                 ),
@@ -114,18 +129,37 @@ class UpstreamPool:
         path_and_query: str,
         headers: Iterable[tuple[str, str]],
         body: bytes,
+        *,
+        content_type: str | None = None,
+        client: Client | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send the request and return once the upstream's status and headers arrive."""
+        """Send the request and return once the upstream's status and headers arrive.
+
+        ``path_and_query`` is the canonical target (gateway.target): it is appended
+        to the upstream's base URL as it is, never joined or re-resolved.
+        """
         outgoing = CIMultiDict(
             (n, v) for n, v in forwardable_headers(headers) if n.lower() not in _NOT_FORWARDED
         )
+        if content_type is not None:
+            outgoing["Content-Type"] = content_type
+        if client is not None:
+            outgoing["X-Forwarded-For"] = client.host
+            outgoing["X-Forwarded-Proto"] = client.scheme
         api_key = self._api_keys.get(upstream.name)
         if api_key:
             outgoing["Authorization"] = f"Bearer {api_key}"
+            for name in _ACCOUNT_HEADERS:
+                outgoing.popall(name, None)
+            if upstream.organization:
+                outgoing["OpenAI-Organization"] = upstream.organization
+            if upstream.project:
+                outgoing["OpenAI-Project"] = upstream.project
+        url = URL(str(upstream.url).rstrip("/") + path_and_query, encoded=True)
         try:
             return await self._sessions[upstream.name].request(
                 method,
-                path_and_query.lstrip("/"),
+                url,
                 headers=outgoing,
                 data=body if body else None,
                 allow_redirects=False,
@@ -165,14 +199,16 @@ class ProxyResponse:
         extra_headers: Mapping[str, str],
         started_ns: int,
         on_complete: OnComplete,
+        total_s: float,
     ):
         self._upstream = upstream
         self._started_ns = started_ns
         self._on_complete = on_complete
+        self._deadline_s = started_ns / 1e9 + total_s
         headers = [
             (n, v)
             for n, v in forwardable_headers(upstream.headers.items())
-            if n.lower() != "server"
+            if n.lower() not in _SET_BY_SERVER
         ]
         headers.extend(extra_headers.items())
         self._raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
@@ -212,10 +248,14 @@ class ProxyResponse:
                 "headers": self._raw_headers,
             }
         )
+        remaining_s = self._deadline_s - time.perf_counter_ns() / 1e9
         try:
-            async for chunk in self._upstream.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (aiohttp.ClientError, TimeoutError):
+            with anyio.fail_after(max(remaining_s, 0)):
+                async for chunk in self._upstream.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except aiohttp.ClientError:  # a break, or no chunk within the idle timeout (read)
             return "upstream_cut"
+        except TimeoutError:  # the whole response outlasted timeout.total
+            return "deadline"
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "complete"

@@ -104,7 +104,8 @@ def test_input_document_shape() -> None:
     assert store.active is not None
     document = build_input(FACTS, ANONYMOUS, store.active)
     assert set(document) == {
-        "api", "model", "stream", "body", "request", "caller", "upstream", "policy", "time",
+        "api", "model", "stream", "body", "texts", "request", "caller", "upstream", "policy",
+        "time",
     }  # fmt: skip
     assert document["caller"] == {"authenticated": False, "sub": None, "iss": None, "claims": {}}
     assert document["policy"] == {"version": 2, "digest": store.active.digest}

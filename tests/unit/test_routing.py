@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import AnyHttpUrl
 
 from gateway.config import Upstream
-from gateway.routing import RouteTable, classify_api, model_of
+from gateway.routing import RouteTable
 
 
 def upstream(name: str, *models: str) -> Upstream:
@@ -20,18 +20,5 @@ def test_unrouted_model() -> None:
     assert RouteTable((upstream("only", "demo-*"),)).route("other") is None
 
 
-def test_listed_models_skip_patterns() -> None:
-    table = RouteTable((upstream("a", "x", "y*"), upstream("b", "z", "x")))
-    assert table.listed_models() == ["x", "z"]
-
-
-def test_api_classification() -> None:
-    assert classify_api("/v1/chat/completions") == "chat.completions"
-    assert classify_api("/v1/models/demo") == "models"
-    assert classify_api("/v1/files") == "other"
-
-
-def test_model_from_body_or_path() -> None:
-    assert model_of("/v1/chat/completions", {"model": "m"}) == "m"
-    assert model_of("/v1/models/m2", None) == "m2"
-    assert model_of("/v1/chat/completions", {"model": 3}) is None
+def test_no_model_takes_the_first_route() -> None:
+    assert RouteTable((upstream("a", "x"), upstream("b", "*"))).route(None).name == "a"  # type: ignore[union-attr]

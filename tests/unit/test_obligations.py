@@ -1,0 +1,64 @@
+"""The decision's max_tokens is applied to what is forwarded, or the request is refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.exceptions import ObligationRefused
+from gateway.obligations import apply_obligations
+
+
+def forwarded(api: str, body: dict[str, Any], cap: int | None, field: str = "max_tokens") -> Any:
+    raw = json.dumps(body).encode()
+    result = apply_obligations(api, body, raw, cap, field)
+    return json.loads(result.body), result.applied, result.body == raw
+
+
+def test_no_cap_forwards_the_bytes_received() -> None:
+    assert forwarded("chat.completions", {"model": "m"}, None) == ({"model": "m"}, {}, True)
+
+
+def test_a_missing_cap_is_set() -> None:
+    body, applied, same = forwarded("chat.completions", {"model": "m"}, 256)
+    assert body == {"model": "m", "max_tokens": 256}
+    assert applied == {"max_tokens": 256}
+    assert not same
+
+
+def test_the_configured_chat_field_is_used() -> None:
+    body, _, _ = forwarded("chat.completions", {"model": "m"}, 256, "max_completion_tokens")
+    assert body == {"model": "m", "max_completion_tokens": 256}
+
+
+def test_every_cap_field_present_is_lowered() -> None:
+    body, _, _ = forwarded(
+        "chat.completions", {"max_tokens": 9000, "max_completion_tokens": 9000}, 256
+    )
+    assert body == {"max_tokens": 256, "max_completion_tokens": 256}
+
+
+def test_a_lower_cap_of_the_caller_is_kept_byte_for_byte() -> None:
+    assert forwarded("completions", {"max_tokens": 10}, 256)[2]
+
+
+def test_choices_share_the_cap() -> None:
+    body, applied, _ = forwarded("completions", {"n": 4, "best_of": 8}, 256)
+    assert body["max_tokens"] == 32
+    assert applied == {"max_tokens": 32}
+
+
+def test_more_choices_than_tokens_are_refused() -> None:
+    with pytest.raises(ObligationRefused):
+        forwarded("chat.completions", {"n": 64}, 32)
+
+
+def test_responses_use_max_output_tokens() -> None:
+    body, _, _ = forwarded("responses", {"input": "x"}, 100)
+    assert body == {"input": "x", "max_output_tokens": 100}
+
+
+def test_apis_without_output_are_untouched() -> None:
+    assert forwarded("embeddings", {"input": "x"}, 100)[2]
