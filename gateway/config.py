@@ -193,10 +193,31 @@ class DecisionLog(_Strict):
     """Start a new file when the current one is this old; 0 never rotates by time."""
     queue_size: Annotated[int, Field(ge=1)] = 10_000
     on_full: Literal["block", "fail_closed"] = "block"
-    caller_hash_key_env: str | None = None
-    """Environment variable with the key of the caller hash (HMAC-SHA256 of ``sub``)."""
+    caller_hash: Literal["keyed", "unkeyed"] = "keyed"
+    """``keyed``: HMAC-SHA256 of ``sub``; ``unkeyed`` (said explicitly): plain SHA-256,
+    which anyone holding the log can reverse by hashing guessed subjects."""
+    caller_hash_key_env: Annotated[str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = (
+        "AGORA_CALLER_KEY"
+    )
+    """Environment variable with the key of the caller hash; the gateway refuses to start
+    if it is unset or empty."""
     include_body: bool = False
     """Store the request body (prompts) in each record; off by default for privacy."""
+
+    @model_validator(mode="after")
+    def _caller_hash_key(self) -> DecisionLog:
+        if self.caller_hash == "keyed" and self.caller_hash_key_env is None:
+            raise ValueError(
+                "decision_log.caller_hash_key_env is required with caller_hash: keyed (name the "
+                "environment variable that holds the key), or set decision_log.caller_hash: "
+                "unkeyed"
+            )
+        named = "caller_hash_key_env" in self.model_fields_set and self.caller_hash_key_env
+        if self.caller_hash == "unkeyed" and named:
+            raise ValueError(
+                "decision_log.caller_hash_key_env is only read with caller_hash: keyed"
+            )
+        return self
 
 
 class Limits(_Strict):

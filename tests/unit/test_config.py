@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_settings
+from gateway.config import DecisionLog, load_settings
+from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.exceptions import ConfigError
 
 AUTH = "auth: {issuer: https://issuer.test, audience: agora, jwks_url: https://issuer.test/jwks}\n"
@@ -22,6 +23,8 @@ def test_defaults_are_valid_once_auth_says_how_tokens_are_verified(tmp_path: Pat
     assert settings.upstreams[0].models == ["*"]
     assert settings.auth.required is True
     assert settings.auth.jwks_timeout_s == 5.0
+    assert settings.decision_log.caller_hash == "keyed"
+    assert settings.decision_log.caller_hash_key_env == "AGORA_CALLER_KEY"
 
 
 def test_without_auth_the_gateway_does_not_start() -> None:
@@ -82,6 +85,34 @@ def test_jwks_only_over_https_or_loopback(tmp_path: Path, url: str, accepted: bo
 def test_auth_bounds(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=rf"auth\.{key}"):
         load_settings(None, environ={f"AGORA__AUTH__{key.upper()}": value})
+
+
+def test_keyed_caller_hash_needs_a_key_variable(tmp_path: Path) -> None:
+    text = AUTH + "decision_log: {caller_hash_key_env: null}\n"
+    with pytest.raises(ConfigError, match=r"decision_log: .*caller_hash_key_env is required"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_unkeyed_caller_hash_is_said_explicitly(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, AUTH + "decision_log: {caller_hash: unkeyed}\n"), environ={}
+    )
+    assert settings.decision_log.caller_hash == "unkeyed"
+    text = AUTH + "decision_log: {caller_hash: unkeyed, caller_hash_key_env: K}\n"
+    with pytest.raises(ConfigError, match="caller_hash_key_env is only read with caller_hash"):
+        load_settings(write(tmp_path, text), environ={})
+    with pytest.raises(ConfigError, match=r"decision_log\.caller_hash: Input should be"):
+        load_settings(write(tmp_path, AUTH + "decision_log: {caller_hash: sha256}\n"), environ={})
+
+
+def test_the_gateway_refuses_to_start_without_the_caller_hash_key(tmp_path: Path) -> None:
+    keyed = DecisionLog(path=tmp_path / "d.jsonl", caller_hash_key_env="AGORA_TEST_KEY")
+    with pytest.raises(ConfigError, match=r"caller_hash_key_env: .*AGORA_TEST_KEY is unset"):
+        DecisionLogWriter(keyed, environ={})
+    with pytest.raises(ConfigError, match="AGORA_TEST_KEY"):
+        DecisionLogWriter(keyed, environ={"AGORA_TEST_KEY": ""})
+    DecisionLogWriter(keyed, environ={"AGORA_TEST_KEY": "k" * 32})
+    DecisionLogWriter(DecisionLog(path=tmp_path / "d.jsonl", caller_hash="unkeyed"), environ={})
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
