@@ -140,7 +140,7 @@ class JwksCache:
 
     Fetches are rate-limited (``jwks_min_refresh_s``) so that tokens with random
     kids cannot turn the gateway into a load generator against the identity
-    provider; requests that arrive during a fetch share its outcome instead of
+    provider; requests that arrive during a fetch wait for that one instead of
     queueing fetches of their own, so none waits longer than one ``jwks_timeout_s``.
     A failed fetch keeps the last good keys.
     """
@@ -156,7 +156,7 @@ class JwksCache:
         """When the keys were last fetched successfully."""
         self._attempted_at = float("-inf")
         """When the last fetch, successful or not, ended."""
-        self._lock = asyncio.Lock()
+        self._fetch: asyncio.Task[None] | None = None
 
     async def key_for(self, kid: str | None, algorithm: str) -> Any:
         """The key that verifies a token with this ``kid`` and ``alg``; at most one fetch."""
@@ -182,25 +182,30 @@ class JwksCache:
         return next((k.key for k in usable if k.kid == kid), None)
 
     async def _refresh(self) -> None:
-        asked_at = time.monotonic()
-        async with self._lock:
-            if self._attempted_at >= asked_at:
-                return  # a fetch ended while this request waited: use its outcome
-            if time.monotonic() - self._attempted_at < self._min_refresh_s:
-                return  # fetched too recently
-            try:
-                keys = await self._fetch()
-            except JwksError as exc:
-                logger.warning(
-                    "JWKS %s: %s; keeping %d known key(s)", self._url, exc, len(self._keys)
-                )
-            else:
-                self._keys = keys
-                self._fetched_at = time.monotonic()
-            finally:
-                self._attempted_at = time.monotonic()
+        """Fetch the keys, or wait for the fetch already running; at most once per min_refresh.
 
-    async def _fetch(self) -> tuple[SigningKey, ...]:
+        The fetch runs in a task of its own, shielded from the requests that wait
+        for it: a caller that disconnects cannot cut a fetch others depend on.
+        """
+        if self._fetch is None:
+            if time.monotonic() - self._attempted_at < self._min_refresh_s:
+                return
+            self._fetch = asyncio.create_task(self._update())
+        await asyncio.shield(self._fetch)
+
+    async def _update(self) -> None:
+        try:
+            keys = await self._download()
+        except JwksError as exc:
+            logger.warning("JWKS %s: %s; keeping %d known key(s)", self._url, exc, len(self._keys))
+        else:
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+        finally:
+            self._attempted_at = time.monotonic()
+            self._fetch = None
+
+    async def _download(self) -> tuple[SigningKey, ...]:
         try:
             async with self._session.get(
                 self._url, allow_redirects=False, timeout=self._timeout

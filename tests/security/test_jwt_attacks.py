@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -496,6 +497,20 @@ async def test_requests_during_a_slow_fetch_share_it(
     )
     assert all(isinstance(o, AuthError) for o in outcomes)
     assert time.monotonic() - started < JWKS_TIMEOUT_S + 1.0
+    assert trusted_jwks.hits == 1
+
+
+async def test_a_caller_that_goes_away_does_not_cut_the_fetch(
+    signer: Signer, trusted_jwks: JwksServer, session: aiohttp.ClientSession
+) -> None:
+    trusted_jwks.respond = serve_slowly(signer.jwks(KID), delay_s=0.2)
+    authenticator = Authenticator(jwks_config(trusted_jwks.url), session)
+    gone = asyncio.create_task(authenticator.authenticate(f"Bearer {signed(signer)}"))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gone
+    assert (await authenticator.authenticate(f"Bearer {signed(signer)}")).authenticated
     assert trusted_jwks.hits == 1
 
 
