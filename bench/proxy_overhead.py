@@ -278,6 +278,8 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{TOOL_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}".rstrip(os.pathsep)
+    # The gateway's caller-hash key, under the default decision_log.caller_hash_key_env.
+    env.setdefault("AGORA_CALLER_KEY", "bench-caller-hash-key-" + "0" * 10)
     return env
 
 

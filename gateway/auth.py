@@ -1,14 +1,20 @@
 """Caller authentication: ``Authorization: Bearer <JWT>`` verified with pyjwt.
 
-Keys come from one source: a JWKS URL (cached, refreshed on an unknown ``kid``
-at a bounded rate), a PEM public key file, or a shared secret in an environment
-variable. The algorithm allow-list never contains ``none``, and HMAC is only
-allowed with a shared secret, so a public key can never be used as an HMAC key.
+Keys come from one source only: a JWKS URL (cached, refreshed on an unknown
+``kid`` at a bounded rate), a PEM public key file, or a shared secret in an
+environment variable. A token never chooses its own key: headers that name or
+carry a key (``jku``, ``x5u``, ``jwk``, ``x5c``) make it invalid, and ``kid`` is
+only looked up among the configured keys. The algorithm allow-list never
+contains ``none``, and HMAC is only allowed with a shared secret, so a public
+key can never be used as an HMAC key. Anything wrong with a token, or with the
+identity provider, is an AuthError (401), never a crash or an unbounded wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +25,24 @@ import jwt
 
 from gateway.config import Auth
 from gateway.exceptions import AuthError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+MAX_TOKEN_CHARS = 16 * 1024
+"""Longer tokens are refused before they are parsed (real ones are a few KiB at most)."""
+MAX_KID_CHARS = 256
+"""A ``kid`` is a lookup key, never a path or a query; longer ones are refused."""
+MAX_JWKS_BYTES = 256 * 1024
+"""A JWKS document larger than this is refused (real ones hold a few keys)."""
+MAX_JWKS_KEYS = 100
+"""A JWKS document with more keys than this is refused."""
+
+KEY_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
+"""Header parameters by which a token names or carries its own key: such tokens are refused.
+
+Ignoring them would be as safe today, but a token that asks to be verified with a
+key of its choosing is an attack or a misconfigured issuer, and refusing it keeps
+any later code from ever trusting them."""
 
 _KEY_TYPES_BY_ALGORITHM_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP", "HS": "oct"}
 
@@ -44,58 +68,158 @@ class Caller:
 ANONYMOUS = Caller(authenticated=False)
 
 
+@dataclass(frozen=True)
+class SigningKey:
+    """One verification key of a JWKS document."""
+
+    kid: str | None
+    algorithm: str | None
+    """The ``alg`` the JWK declares, if any: then it verifies only tokens of that algorithm."""
+    key_type: str
+    key: Any
+
+    def verifies(self, algorithm: str) -> bool:
+        expected = _KEY_TYPES_BY_ALGORITHM_PREFIX.get(algorithm[:2])
+        return self.key_type == expected and self.algorithm in (None, algorithm)
+
+
+class JwksError(Exception):
+    """The JWKS URL did not answer with a usable key set."""
+
+
+def parse_jwks(body: bytes) -> tuple[SigningKey, ...]:
+    """The signature keys of a JWKS document; encryption keys and unusable entries are skipped.
+
+    Symmetric (``oct``) entries are skipped too: a key published in a JWKS is public,
+    and a public HMAC key would let anyone sign.
+    """
+    if len(body) > MAX_JWKS_BYTES:
+        raise JwksError(f"document larger than {MAX_JWKS_BYTES} bytes")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise JwksError("not JSON") from exc
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise JwksError("not a JWKS document (no 'keys' list)")
+    if len(entries) > MAX_JWKS_KEYS:
+        raise JwksError(f"more than {MAX_JWKS_KEYS} keys")
+    keys = []
+    for entry in entries:
+        if not _verifies_signatures(entry):
+            continue
+        try:
+            jwk = jwt.PyJWK(entry)
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            logger.warning("JWKS entry %r skipped: %s", str(entry.get("kid"))[:MAX_KID_CHARS], exc)
+            continue
+        if jwk.key_type == "oct":
+            continue
+        kid, algorithm = entry.get("kid"), entry.get("alg")
+        keys.append(
+            SigningKey(
+                kid=kid if isinstance(kid, str) else None,
+                algorithm=algorithm if isinstance(algorithm, str) else None,
+                key_type=str(jwk.key_type),
+                key=jwk.key,
+            )
+        )
+    return tuple(keys)
+
+
+def _verifies_signatures(entry: object) -> bool:
+    """Whether a JWKS entry is meant for signatures (``use``/``key_ops`` say so, or are absent)."""
+    if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+        return False
+    operations = entry.get("key_ops")
+    return operations is None or (isinstance(operations, list) and "verify" in operations)
+
+
 class JwksCache:
     """Signing keys from a JWKS URL, refreshed when stale or when a token names an unknown kid.
 
-    Refreshes are rate-limited (``jwks_min_refresh_s``) so that tokens with random
-    kids cannot turn the gateway into a load generator against the identity provider.
+    Fetches are rate-limited (``jwks_min_refresh_s``) so that tokens with random
+    kids cannot turn the gateway into a load generator against the identity
+    provider; requests that arrive during a fetch wait for that one instead of
+    queueing fetches of their own, so none waits longer than one ``jwks_timeout_s``.
+    A failed fetch keeps the last good keys.
     """
 
-    def __init__(
-        self, url: str, session: aiohttp.ClientSession, ttl_s: float, min_refresh_s: float
-    ):
+    def __init__(self, url: str, session: aiohttp.ClientSession, config: Auth):
         self._url = url
         self._session = session
-        self._ttl_s = ttl_s
-        self._min_refresh_s = min_refresh_s
-        self._keys: dict[str, jwt.PyJWK] = {}
+        self._ttl_s = config.jwks_cache_s
+        self._min_refresh_s = config.jwks_min_refresh_s
+        self._timeout = aiohttp.ClientTimeout(total=config.jwks_timeout_s)
+        self._keys: tuple[SigningKey, ...] = ()
         self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
+        """When the keys were last fetched successfully."""
+        self._attempted_at = float("-inf")
+        """When the last fetch, successful or not, ended."""
+        self._fetch: asyncio.Task[None] | None = None
 
-    async def key_for(self, kid: str | None) -> jwt.PyJWK:
-        now = time.monotonic()
-        if now - self._fetched_at > self._ttl_s:
-            await self._refresh(force=True)
-        key = self._lookup(kid)
-        if key is None:
-            await self._refresh(force=False)
-            key = self._lookup(kid)
-        if key is None:
-            raise AuthError(f"token signed with unknown key id {kid!r}")
-        return key
-
-    def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
+    async def key_for(self, kid: str | None, algorithm: str) -> Any:
+        """The key that verifies a token with this ``kid`` and ``alg``; at most one fetch."""
+        stale = time.monotonic() - self._fetched_at > self._ttl_s
+        if stale:
+            await self._refresh()
+        key = self._lookup(kid, algorithm)
+        if key is None and kid is not None and not stale:
+            await self._refresh()  # the identity provider may have rotated its keys
+            key = self._lookup(kid, algorithm)
+        if key is not None:
+            return key
+        if not self._keys:
+            raise AuthError("signing keys are unavailable")
         if kid is None:
-            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
-        return self._keys.get(kid)
+            raise AuthError(f"token has no key id, and no single key verifies {algorithm}")
+        raise AuthError(f"token signed with unknown key id {kid!r} for {algorithm}")
 
-    async def _refresh(self, force: bool) -> None:
-        async with self._lock:
-            since = time.monotonic() - self._fetched_at
-            if since < self._min_refresh_s or (force and since <= self._ttl_s):
-                return  # another task refreshed meanwhile, or refreshed too recently
-            try:
-                async with self._session.get(self._url) as response:
-                    response.raise_for_status()
-                    document = await response.json(content_type=None)
-                keys = jwt.PyJWKSet.from_dict(document).keys
-            except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWKSetError) as exc:
-                self._fetched_at = time.monotonic()  # back off before trying again
-                if self._keys:
-                    return  # keep serving the keys we had
-                raise AuthError("signing keys are unavailable (JWKS fetch failed)") from exc
-            self._keys = {k.key_id or f"#{i}": k for i, k in enumerate(keys)}
+    def _lookup(self, kid: str | None, algorithm: str) -> Any:
+        usable = [k for k in self._keys if k.verifies(algorithm)]
+        if kid is None:
+            return usable[0].key if len(usable) == 1 else None
+        return next((k.key for k in usable if k.kid == kid), None)
+
+    async def _refresh(self) -> None:
+        """Fetch the keys, or wait for the fetch already running; at most once per min_refresh.
+
+        The fetch runs in a task of its own, shielded from the requests that wait
+        for it: a caller that disconnects cannot cut a fetch others depend on.
+        """
+        if self._fetch is None:
+            if time.monotonic() - self._attempted_at < self._min_refresh_s:
+                return
+            self._fetch = asyncio.create_task(self._update())
+        await asyncio.shield(self._fetch)
+
+    async def _update(self) -> None:
+        try:
+            keys = await self._download()
+        except JwksError as exc:
+            logger.warning("JWKS %s: %s; keeping %d known key(s)", self._url, exc, len(self._keys))
+        else:
+            self._keys = keys
             self._fetched_at = time.monotonic()
+        finally:
+            self._attempted_at = time.monotonic()
+            self._fetch = None
+
+    async def _download(self) -> tuple[SigningKey, ...]:
+        try:
+            async with self._session.get(
+                self._url, allow_redirects=False, timeout=self._timeout
+            ) as response:
+                if response.status != 200:
+                    raise JwksError(f"answered HTTP {response.status}")
+                body = bytearray()
+                async for chunk in response.content.iter_any():
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise JwksError(f"document larger than {MAX_JWKS_BYTES} bytes")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise JwksError(f"fetch failed: {exc!r}") from exc
+        return parse_jwks(bytes(body))
 
 
 class Authenticator:
@@ -103,7 +227,7 @@ class Authenticator:
 
     def __init__(self, config: Auth, session: aiohttp.ClientSession | None = None):
         self._config = config
-        self._static_key: Any = None
+        self._static_keys: dict[str, Any] = {}
         self._jwks: JwksCache | None = None
         if config.secret_env is not None:
             secret = os.environ.get(config.secret_env)
@@ -111,18 +235,13 @@ class Authenticator:
                 raise ConfigError(
                     f"auth.secret_env: environment variable {config.secret_env} is empty"
                 )
-            self._static_key = secret.encode()
+            self._static_keys = dict.fromkeys(config.algorithms, secret.encode())
         elif config.public_key_file is not None:
-            pem = config.public_key_file.read_bytes()
-            if b"PRIVATE KEY" in pem:
-                raise ConfigError("auth.public_key_file: holds a private key; give the public key")
-            self._static_key = pem
+            self._static_keys = _public_keys(config.public_key_file.read_bytes(), config)
         elif config.jwks_url is not None:
             if session is None:
                 raise ConfigError("auth.jwks_url: an HTTP session is required")
-            self._jwks = JwksCache(
-                str(config.jwks_url), session, config.jwks_cache_s, config.jwks_min_refresh_s
-            )
+            self._jwks = JwksCache(str(config.jwks_url), session, config)
 
     async def authenticate(self, authorization: str | None) -> Caller:
         if not authorization:
@@ -136,19 +255,14 @@ class Authenticator:
         return await self.verify(token)
 
     async def verify(self, token: str) -> Caller:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError(f"token is longer than {MAX_TOKEN_CHARS} characters")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
-            raise AuthError("malformed token") from exc
-        algorithm = header.get("alg")
-        if not isinstance(algorithm, str) or algorithm not in self._config.algorithms:
-            raise AuthError(f"token algorithm {algorithm!r} is not allowed")
-        key = await self._key_for(header, algorithm)
-        required = ["exp"] + [
-            claim
-            for claim, configured in (("iss", self._config.issuer), ("aud", self._config.audience))
-            if configured
-        ]
+        except (jwt.PyJWTError, RecursionError) as exc:
+            raise AuthError(f"malformed token: {exc}") from exc
+        algorithm = _checked_header(header, self._config.algorithms)
+        key = await self._key_for(header.get("kid"), algorithm)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -157,7 +271,7 @@ class Authenticator:
                 audience=self._config.audience,
                 issuer=self._config.issuer,
                 leeway=self._config.leeway_s,
-                options={"require": required, "verify_aud": self._config.audience is not None},
+                options={"require": ["exp", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token has expired") from exc
@@ -171,7 +285,7 @@ class Authenticator:
             raise AuthError(f"token lacks the required claim {exc.claim!r}") from exc
         except jwt.InvalidSignatureError as exc:
             raise AuthError("token signature is invalid") from exc
-        except jwt.InvalidTokenError as exc:
+        except (jwt.PyJWTError, RecursionError) as exc:
             raise AuthError(f"invalid token: {exc}") from exc
         sub = claims.get("sub")
         iss = claims.get("iss")
@@ -182,13 +296,50 @@ class Authenticator:
             claims=claims,
         )
 
-    async def _key_for(self, header: dict[str, Any], algorithm: str) -> Any:
+    async def _key_for(self, kid: str | None, algorithm: str) -> Any:
         if self._jwks is not None:
-            jwk = await self._jwks.key_for(header.get("kid"))
-            expected = _KEY_TYPES_BY_ALGORITHM_PREFIX.get(algorithm[:2])
-            if jwk.key_type != expected:
-                raise AuthError(f"key {header.get('kid')!r} cannot verify {algorithm}")
-            return jwk.key
-        if self._static_key is None:
+            return await self._jwks.key_for(kid, algorithm)
+        if not self._static_keys:
             raise AuthError("no token verification key is configured")
-        return self._static_key
+        key = self._static_keys.get(algorithm)
+        if key is None:
+            raise AuthError(f"the configured key cannot verify {algorithm}")
+        return key
+
+
+def _checked_header(header: dict[str, Any], algorithms: list[str]) -> str:
+    """The token's algorithm, once the header is one this gateway fully understands."""
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in algorithms:
+        shown = algorithm[:32] if isinstance(algorithm, str) else algorithm
+        raise AuthError(f"token algorithm {shown!r} is not allowed")
+    named = sorted(KEY_HEADERS & header.keys())
+    if named:
+        raise AuthError(
+            f"token header names its own key ({', '.join(named)}); "
+            "keys come only from the configured key source"
+        )
+    if "crit" in header:
+        raise AuthError("token header has critical extensions (crit), which are not supported")
+    kid = header.get("kid")
+    if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_CHARS):
+        raise AuthError(f"token key id must be a string of at most {MAX_KID_CHARS} characters")
+    return algorithm
+
+
+def _public_keys(pem: bytes, config: Auth) -> dict[str, Any]:
+    """The PEM key, prepared once for each configured algorithm it can verify."""
+    if b"PRIVATE KEY" in pem:
+        raise ConfigError("auth.public_key_file: holds a private key; give the public key")
+    keys = {}
+    for name in config.algorithms:
+        try:
+            keys[name] = jwt.get_algorithm_by_name(name).prepare_key(pem)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            continue
+    if not keys:
+        raise ConfigError(
+            f"auth.public_key_file: {config.public_key_file} is not a public key "
+            f"for any of auth.algorithms {config.algorithms}"
+        )
+    return keys

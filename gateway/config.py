@@ -7,6 +7,7 @@ falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,16 +76,26 @@ class Policy(_Strict):
 
 
 class Auth(_Strict):
+    """How callers' tokens are verified.
+
+    The defaults protect: a token is required, and whenever tokens can be verified
+    (a key source is set) their issuer and audience are checked. With
+    ``required: false`` and no key source, callers are anonymous and every
+    presented token is rejected.
+    """
+
     required: bool = True
-    issuer: str | None = None
-    audience: str | None = None
+    issuer: Annotated[str | None, Field(min_length=1)] = None
+    audience: Annotated[str | None, Field(min_length=1)] = None
     algorithms: list[str] = ["RS256", "ES256"]
     jwks_url: AnyHttpUrl | None = None
     jwks_cache_s: Annotated[float, Field(gt=0)] = 300.0
     jwks_min_refresh_s: Annotated[float, Field(ge=0)] = 10.0
+    jwks_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Longest wait for one JWKS fetch; a request never waits on the identity provider longer."""
     public_key_file: Path | None = None
     secret_env: str | None = None
-    leeway_s: Annotated[float, Field(ge=0)] = 30.0
+    leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
 
     @field_validator("algorithms")
     @classmethod
@@ -98,6 +109,16 @@ class Auth(_Strict):
             raise ValueError(f"unsupported algorithm(s) {unknown}; 'none' is never accepted")
         if not value:
             raise ValueError("at least one algorithm is required")
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_over_https(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        """Signing keys fetched in clear could be swapped on the way; loopback is the exception."""
+        if value is not None and value.scheme != "https" and not _is_loopback(value.host):
+            raise ValueError(
+                "auth.jwks_url must be https (plain http only on loopback, for a sidecar)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -114,12 +135,39 @@ class Auth(_Strict):
             raise ValueError("HS* algorithms need secret_env; never HMAC with a public key")
         if self.public_key_file is not None and not self.public_key_file.is_file():
             raise ValueError(f"public_key_file {self.public_key_file} is not a readable file")
+        if self.required and not sources:
+            raise ValueError(
+                "auth.required is true, so tokens must be verified: set one of auth.jwks_url, "
+                "auth.public_key_file, auth.secret_env (or auth.required: false to admit "
+                "anonymous callers only)"
+            )
+        missing = [
+            f"auth.{name}"
+            for name, value in (("issuer", self.issuer), ("audience", self.audience))
+            if value is None
+        ]
+        if sources and missing:
+            raise ValueError(
+                f"set {' and '.join(missing)}: tokens are verified (a key source is set), "
+                "and a token meant for another issuer or service must not pass"
+            )
         return self
 
     @property
     def enabled(self) -> bool:
         """Whether any key source is configured (else every token is rejected)."""
         return any(s is not None for s in (self.jwks_url, self.public_key_file, self.secret_env))
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Governance(_Strict):
@@ -153,10 +201,31 @@ class DecisionLog(_Strict):
     """Start a new file when the current one is this old; 0 never rotates by time."""
     queue_size: Annotated[int, Field(ge=1)] = 10_000
     on_full: Literal["block", "fail_closed"] = "block"
-    caller_hash_key_env: str | None = None
-    """Environment variable with the key of the caller hash (HMAC-SHA256 of ``sub``)."""
+    caller_hash: Literal["keyed", "unkeyed"] = "keyed"
+    """``keyed``: HMAC-SHA256 of ``sub``; ``unkeyed`` (said explicitly): plain SHA-256,
+    which anyone holding the log can reverse by hashing guessed subjects."""
+    caller_hash_key_env: Annotated[str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = (
+        "AGORA_CALLER_KEY"
+    )
+    """Environment variable with the key of the caller hash; the gateway refuses to start
+    if it is unset or empty."""
     include_body: bool = False
     """Store the request body (prompts) in each record; off by default for privacy."""
+
+    @model_validator(mode="after")
+    def _caller_hash_key(self) -> DecisionLog:
+        if self.caller_hash == "keyed" and self.caller_hash_key_env is None:
+            raise ValueError(
+                "decision_log.caller_hash_key_env is required with caller_hash: keyed (name the "
+                "environment variable that holds the key), or set decision_log.caller_hash: "
+                "unkeyed"
+            )
+        named = "caller_hash_key_env" in self.model_fields_set and self.caller_hash_key_env
+        if self.caller_hash == "unkeyed" and named:
+            raise ValueError(
+                "decision_log.caller_hash_key_env is only read with caller_hash: keyed"
+            )
+        return self
 
 
 class Limits(_Strict):
@@ -170,7 +239,8 @@ class Settings(_Strict):
         Upstream(name="local", url=AnyHttpUrl("http://127.0.0.1:9000"))
     ]
     policy: Policy = Policy()
-    auth: Auth = Auth()
+    auth: Annotated[Auth, Field(default_factory=dict, validate_default=True)]
+    """No default that passes: a gateway without ``auth`` must say how tokens are verified."""
     governance: Governance | None = None
     decision_log: DecisionLog = DecisionLog()
     limits: Limits = Limits()

@@ -3,7 +3,9 @@
 A stand-in model, a managed OPA and the gateway enforcing the default policy
 bundle, pinned to its digest. Callers are anonymous unless they present a token;
 a token for the ``members`` group, signed with a secret made for this run, is
-printed so that both policy tiers can be tried.
+printed so that both policy tiers can be tried. Caller ids in the decision log
+are keyed hashes, with a key made on the first run and kept beside the
+governance files, so that one caller hashes the same across runs.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ if TYPE_CHECKING:
     from gateway.chain.rpc_bridge import RpcBridge
 
 SECRET_ENV = "AGORA_QUICKSTART_SECRET"
+CALLER_KEY_ENV = "AGORA_QUICKSTART_CALLER_KEY"
 ISSUER = "agora-quickstart"
 AUDIENCE = "agora"
 RPC_PORT = 8545
 WORKDIR = Path("agora-quickstart")  # the deployment file and a second policy version to propose
+CALLER_KEY_FILE = WORKDIR / "caller-hash.key"
 
 
 def default_bundle() -> Path:
@@ -70,9 +74,27 @@ def quickstart_settings(
                 "algorithms": ["HS256"],
                 "secret_env": SECRET_ENV,
             },
-            "decision_log": {"path": str(log_path), "durability": "batch"},
+            "decision_log": {
+                "path": str(log_path),
+                "durability": "batch",
+                "caller_hash_key_env": CALLER_KEY_ENV,
+            },
         }
     )
+
+
+def caller_hash_key(path: Path = CALLER_KEY_FILE) -> str:
+    """The decision log's caller-hash key: read from ``path``, made there (owner-only) if absent."""
+    if path.is_file():
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key
+    path.parent.mkdir(exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(key + "\n")
+    return key
 
 
 def member_token(secret: str, sub: str = "alice", groups: tuple[str, ...] = ("members",)) -> str:
@@ -121,6 +143,8 @@ async def start_rpc_bridge(app: Starlette, port: int, log_level: str) -> RpcBrid
 
 async def run(gateway_port: int, model_port: int, log_level: str, rpc_port: int = RPC_PORT) -> int:
     os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
+    if not os.environ.get(CALLER_KEY_ENV):
+        os.environ[CALLER_KEY_ENV] = caller_hash_key()
     bundle = default_bundle()
     settings = quickstart_settings(gateway_port, model_port, bundle, Path("decisions.jsonl"))
     model_server = uvicorn.Server(
@@ -157,7 +181,8 @@ def _instructions(port: int, token: str) -> str:
     base = f"http://127.0.0.1:{port}"
     return f"""
 Agora is running: gateway {base}, enforcing the policy the embedded chain ratified.
-Decisions are logged to decisions.jsonl. Press Ctrl-C to stop.
+Decisions are logged to decisions.jsonl, callers as HMAC-SHA256 of their sub keyed
+with {CALLER_KEY_FILE} (or ${CALLER_KEY_ENV} when set). Press Ctrl-C to stop.
 
 Allowed (anonymous callers may use demo-small):
   curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\

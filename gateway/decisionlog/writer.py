@@ -396,16 +396,21 @@ class DecisionLogWriter:
 
 
 def _caller_key(config: DecisionLog, environ: Mapping[str, str]) -> bytes | None:
-    name = config.caller_hash_key_env
-    if name is None:
+    """The HMAC key of the caller hash; None only where the configuration says ``unkeyed``."""
+    if config.caller_hash == "unkeyed":
         logger.warning(
-            "decision_log.caller_hash_key_env is not set: caller hashes are unkeyed SHA-256 "
-            "of sub, which anyone can reverse by hashing guessed subjects"
+            "decision_log.caller_hash is unkeyed: caller hashes are plain SHA-256 of sub, "
+            "which anyone holding the log can reverse by hashing guessed subjects"
         )
         return None
-    key = environ.get(name, "")
+    name = config.caller_hash_key_env
+    key = environ.get(name, "") if name else ""
     if not key:
-        raise ConfigError(f"decision_log.caller_hash_key_env: environment variable {name} is empty")
+        raise ConfigError(
+            f"decision_log.caller_hash_key_env: environment variable {name} is unset or empty; "
+            "put the caller-hash key there (for example `openssl rand -hex 32`), "
+            "or set decision_log.caller_hash: unkeyed"
+        )
     return key.encode()
 
 

@@ -117,6 +117,9 @@ def gateway_config(
 
 
 StartGateway = Callable[..., RunningGateway]
+CALLER_KEY_ENV = "AGORA_CALLER_KEY"
+"""Where the test gateways find their caller-hash key (the default ``caller_hash_key_env``)."""
+CALLER_KEY = "test-caller-hash-key-" + "0" * 11
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +142,7 @@ def start_gateway(
         process = Process(
             python_module("gateway", "serve", "--config", str(config_file)),
             workdir / "gateway.log",
-            env,
+            {CALLER_KEY_ENV: CALLER_KEY, **(env or {})},
         )
         started.append(process)
         url = f"http://127.0.0.1:{config['listen']['port']}"

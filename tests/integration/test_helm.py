@@ -208,6 +208,8 @@ def test_lint_strict(helm: str, values: Path) -> None:
         ("decisionLog.durability=sometimes", "/decisionLog/durability"),
         ("upstreams[0].url=ftp://model", "/upstreams/0/url"),
         ("auth.algorithms[0]=none", "/auth/algorithms/0"),
+        ("auth.jwksUrl=http://issuer.example/jwks", "/auth/jwksUrl"),
+        ("decisionLog.callerHash=sha256", "/decisionLog/callerHash"),
     ],
 )
 def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
@@ -232,6 +234,9 @@ def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
             "set only one of auth.jwksUrl",
         ),
         (["policy.bundle.source=configMap"], "policy.bundle.configMap.name"),
+        ([], "auth.required is true, so tokens must be verified"),
+        (["auth.jwksUrl=https://a.example/jwks"], "auth.issuer and auth.audience are required"),
+        (["auth.required=false"], "decisionLog.callerHashKeySecret is required"),
     ],
 )
 def test_template_refuses_inconsistent_values(helm: str, settings: list[str], message: str) -> None:
@@ -388,8 +393,8 @@ def test_decision_log_storage(rendered: Rendered) -> None:
 
 def test_config_change_rolls_the_pods(helm: str) -> None:
     def checksum(*args: str) -> str:
-        template = render(helm, None, *args).workload["spec"]["template"]
-        value: str = template["metadata"]["annotations"]["checksum/config"]
+        workload = render(helm, CHART / "ci" / "default-values.yaml", *args).workload
+        value: str = workload["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
         return value
 
     assert checksum() != checksum("--set", "policy.timeoutMs=250")
@@ -433,10 +438,11 @@ class LocalPod:
 
 @pytest.fixture(scope="module")
 def local_pod(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPod]:
-    """The default pod's processes, with their rendered arguments and configuration.
+    """The default pod's processes, with their rendered arguments, configuration and environment.
 
-    Only what a pod provides is replaced: the mounts become files here, and the
-    addresses on the pod's interface (0.0.0.0) become loopback.
+    Only what a pod provides is replaced: the mounts become files here, the
+    addresses on the pod's interface (0.0.0.0) become loopback, and the secrets
+    in the environment get stand-in values.
     """
     opa_binary = shutil.which("opa") or shutil.which(str(TOOL_BIN / "opa"))
     if opa_binary is None:
@@ -465,7 +471,7 @@ def local_pod(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     }
     opa = Process([opa_binary, *(replace.get(a, a) for a in r.opa["args"])], workdir / "opa.log")
     gateway_args = [replace.get(a, a) for a in r.gateway["args"]]
-    gateway = Process(python_module("gateway", *gateway_args), workdir / "gateway.log")
+    gateway = Process(python_module("gateway", *gateway_args), workdir / "gateway.log", r.env())
     pod = LocalPod(
         gateway_url=f"http://127.0.0.1:{gateway_port}",
         opa_url=f"http://127.0.0.1:{opa_port}",

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.auth import Authenticator
 from gateway.config import Auth
-from gateway.exceptions import AuthError
+from gateway.exceptions import AuthError, ConfigError
 from tests.support import AUDIENCE, ISSUER, Signer, unsigned_token
 
 
@@ -119,3 +123,57 @@ async def test_jwks_refreshes_on_unknown_kid(
         with pytest.raises(AuthError, match="unknown key id"):
             await auth.authenticate(f"Bearer {signer.token(kid='k2')}")
         assert hits["count"] == 2
+
+
+def test_a_key_file_that_verifies_none_of_the_algorithms_is_a_config_error(tmp_path: Path) -> None:
+    key = tmp_path / "ec.pem"
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    key.write_bytes(
+        ec_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    config = Auth(issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], public_key_file=key)
+    with pytest.raises(ConfigError, match=r"auth\.public_key_file: .* for any of auth\.algorithms"):
+        Authenticator(config)
+
+
+def test_a_private_key_file_is_a_config_error(tmp_path: Path, signer: Signer) -> None:
+    key = tmp_path / "private.pem"
+    key.write_bytes(
+        signer.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    config = Auth(issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], public_key_file=key)
+    with pytest.raises(ConfigError, match="private key"):
+        Authenticator(config)
+
+
+async def test_without_a_key_source_callers_are_anonymous_and_tokens_refused(
+    signer: Signer,
+) -> None:
+    auth = Authenticator(Auth(required=False))
+    assert (await auth.authenticate(None)).authenticated is False
+    with pytest.raises(AuthError, match="no token verification key"):
+        await auth.authenticate(f"Bearer {signer.token()}")
+
+
+async def test_a_shared_secret_verifies_only_hmac_tokens(
+    signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGORA_TEST_JWT_SECRET", "s" * 32)
+    config = Auth(
+        issuer=ISSUER, audience=AUDIENCE, algorithms=["HS256"], secret_env="AGORA_TEST_JWT_SECRET"
+    )
+    auth = Authenticator(config)
+    claims = {"sub": "bob", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 60}
+    caller = await auth.authenticate(f"Bearer {jwt.encode(claims, 's' * 32, algorithm='HS256')}")
+    assert caller.sub == "bob"
+    with pytest.raises(AuthError, match="not allowed"):
+        await auth.authenticate(f"Bearer {signer.token()}")
+    monkeypatch.setenv("AGORA_TEST_JWT_SECRET", "")
+    with pytest.raises(ConfigError, match=r"auth\.secret_env"):
+        Authenticator(config)

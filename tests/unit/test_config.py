@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_settings
+from gateway.config import DecisionLog, load_settings
+from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.exceptions import ConfigError
+
+AUTH = "auth: {issuer: https://issuer.test, audience: agora, jwks_url: https://issuer.test/jwks}\n"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -14,10 +17,102 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_are_valid() -> None:
-    settings = load_settings(None, environ={})
+def test_defaults_are_valid_once_auth_says_how_tokens_are_verified(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, AUTH), environ={})
     assert settings.policy.decision_path == "agora/main"
     assert settings.upstreams[0].models == ["*"]
+    assert settings.auth.required is True
+    assert settings.auth.jwks_timeout_s == 5.0
+    assert settings.decision_log.caller_hash == "keyed"
+    assert settings.decision_log.caller_hash_key_env == "AGORA_CALLER_KEY"
+
+
+def test_without_auth_the_gateway_does_not_start() -> None:
+    with pytest.raises(ConfigError, match=r"auth: .*auth\.jwks_url, auth\.public_key_file"):
+        load_settings(None, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("auth: {audience: agora, jwks_url: https://i.test/jwks}\n", r"set auth\.issuer:"),
+        ("auth: {issuer: https://i.test, jwks_url: https://i.test/jwks}\n", r"set auth\.audience:"),
+        (
+            "auth: {required: false, secret_env: S, algorithms: [HS256]}\n",
+            "set auth.issuer and auth.audience:",
+        ),
+        ("auth: {issuer: https://i.test, audience: a}\n", r"set one of auth\.jwks_url"),
+        ("auth: {issuer: '', audience: a, jwks_url: https://i.test/j}\n", r"auth\.issuer: "),
+    ],
+)
+def test_verified_tokens_need_issuer_audience_and_a_key(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_anonymous_only_gateway_needs_no_key_source(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "auth: {required: false}\n"), environ={})
+    assert settings.auth.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://issuer.test/jwks", True),
+        ("http://127.0.0.1:8000/jwks", True),
+        ("http://127.9.9.9:8000/jwks", True),
+        ("http://localhost:8000/jwks", True),
+        ("http://[::1]:8000/jwks", True),
+        ("http://issuer.test/jwks", False),
+        ("http://10.0.0.1/jwks", False),
+        ("http://127.0.0.1.attacker.test/jwks", False),
+    ],
+)
+def test_jwks_only_over_https_or_loopback(tmp_path: Path, url: str, accepted: bool) -> None:
+    path = write(tmp_path, f"auth: {{issuer: https://i.test, audience: a, jwks_url: '{url}'}}\n")
+    if accepted:
+        assert str(load_settings(path, environ={}).auth.jwks_url) == url
+    else:
+        with pytest.raises(ConfigError, match=r"auth\.jwks_url: .*https"):
+            load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("jwks_timeout_s", "0"), ("jwks_timeout_s", "61"), ("leeway_s", "301")]
+)
+def test_auth_bounds(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"auth\.{key}"):
+        load_settings(None, environ={f"AGORA__AUTH__{key.upper()}": value})
+
+
+def test_keyed_caller_hash_needs_a_key_variable(tmp_path: Path) -> None:
+    text = AUTH + "decision_log: {caller_hash_key_env: null}\n"
+    with pytest.raises(ConfigError, match=r"decision_log: .*caller_hash_key_env is required"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_unkeyed_caller_hash_is_said_explicitly(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, AUTH + "decision_log: {caller_hash: unkeyed}\n"), environ={}
+    )
+    assert settings.decision_log.caller_hash == "unkeyed"
+    text = AUTH + "decision_log: {caller_hash: unkeyed, caller_hash_key_env: K}\n"
+    with pytest.raises(ConfigError, match="caller_hash_key_env is only read with caller_hash"):
+        load_settings(write(tmp_path, text), environ={})
+    with pytest.raises(ConfigError, match=r"decision_log\.caller_hash: Input should be"):
+        load_settings(write(tmp_path, AUTH + "decision_log: {caller_hash: sha256}\n"), environ={})
+
+
+def test_the_gateway_refuses_to_start_without_the_caller_hash_key(tmp_path: Path) -> None:
+    keyed = DecisionLog(path=tmp_path / "d.jsonl", caller_hash_key_env="AGORA_TEST_KEY")
+    with pytest.raises(ConfigError, match=r"caller_hash_key_env: .*AGORA_TEST_KEY is unset"):
+        DecisionLogWriter(keyed, environ={})
+    with pytest.raises(ConfigError, match="AGORA_TEST_KEY"):
+        DecisionLogWriter(keyed, environ={"AGORA_TEST_KEY": ""})
+    DecisionLogWriter(keyed, environ={"AGORA_TEST_KEY": "k" * 32})
+    DecisionLogWriter(DecisionLog(path=tmp_path / "d.jsonl", caller_hash="unkeyed"), environ={})
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:

@@ -100,6 +100,15 @@ app.kubernetes.io/component: gateway
 {{- if gt $sources 1 }}
 {{- fail "set only one of auth.jwksUrl, auth.publicKeySecret, auth.hmacSecret" }}
 {{- end }}
+{{- if and $v.auth.required (eq $sources 0) }}
+{{- fail "auth.required is true, so tokens must be verified: set one of auth.jwksUrl, auth.publicKeySecret, auth.hmacSecret (or auth.required=false to admit anonymous callers only)" }}
+{{- end }}
+{{- if and (gt $sources 0) (not (and $v.auth.issuer $v.auth.audience)) }}
+{{- fail "auth.issuer and auth.audience are required with a key source: a token meant for another issuer or service must not pass" }}
+{{- end }}
+{{- if and (eq $v.decisionLog.callerHash "keyed") (not (include "agora.secretSet" $v.decisionLog.callerHashKeySecret)) }}
+{{- fail "decisionLog.callerHashKeySecret is required with decisionLog.callerHash keyed (the default): the HMAC key of the callers' hashes in the decision log (or decisionLog.callerHash=unkeyed)" }}
+{{- end }}
 {{- $names := list }}
 {{- range $v.upstreams }}
 {{- if has .name $names }}
