@@ -608,11 +608,13 @@ def start_gateway(workdir: Path, model: Server, name: str, targets: Sequence[str
     port = free_port()
     decision_log = gwdir / "decisions.jsonl"
     policy: dict[str, Any] = {"bundle": str(ROOT / "policies"), "opa": "managed", "version": 1}
-    sidecar_port = free_port()
+    sidecar_port, bundle_port = free_port(), free_port()
     if name == "gateway-polling":
         policy.update(opa="external", opa_url=f"http://127.0.0.1:{sidecar_port}")
     config = {
         "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"listen": {"host": "127.0.0.1", "port": free_port()}},
+        "bundle_service": {"listen": {"host": "127.0.0.1", "port": bundle_port}},
         "upstreams": [{"name": "demo", "url": model.url, "models": ["demo-*"]}],
         "policy": policy,
         "auth": {
@@ -636,7 +638,7 @@ def start_gateway(workdir: Path, model: Server, name: str, targets: Sequence[str
     if name == "gateway-polling":
         wait_ready(gateway, "/healthz")
         opa_config = {
-            "services": {"agora": {"url": gateway.url}},
+            "services": {"agora": {"url": f"http://127.0.0.1:{bundle_port}"}},
             "bundles": {
                 "agora": {
                     "service": "agora",
@@ -645,7 +647,6 @@ def start_gateway(workdir: Path, model: Server, name: str, targets: Sequence[str
                     "polling": {"min_delay_seconds": 5, "max_delay_seconds": 10},
                 }
             },
-            "decision_logs": {"console": False},
         }
         opa_file = gwdir / "opa.yaml"
         opa_file.write_text(json.dumps(opa_config, indent=2))

@@ -1,4 +1,4 @@
-"""The Starlette application: wiring, and the request path read top to bottom.
+"""The Starlette applications (one per listener): wiring, and the request path read top to bottom.
 
 Request path (docs/architecture.md): bound and parse the request, authenticate
 the caller, route by model, ask OPA, then refuse (403/503) or forward and
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -21,17 +22,20 @@ import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 
+from gateway.admission import AdmissionControl
 from gateway.auth import Authenticator
 from gateway.body import JsonBody, parse_json_body
 from gateway.bundle import load_bundle
 from gateway.config import Settings
+from gateway.deadlines import read_within
 from gateway.decisionlog.errors import DecisionLogError
 from gateway.decisions import DecisionRecorder, Outcome
 from gateway.exceptions import (
     AgoraError,
     AuthError,
+    BodyTimeout,
     BodyTooLarge,
     InvalidBody,
     InvalidTarget,
@@ -65,6 +69,7 @@ DECISION_ID = "X-Agora-Decision-Id"
 POLICY_VERSION = "X-Agora-Policy-Version"
 POLICY_DIGEST = "X-Agora-Policy-Digest"
 
+_PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _JSON_APIS = frozenset({"chat.completions", "completions", "embeddings", "responses"})
 _MODEL_REQUIRED = frozenset({"chat.completions", "completions", "embeddings"})
 _PARSE_INLINE_BYTES = 64 * 1024
@@ -88,40 +93,71 @@ class Gateway:
     embedded: EmbeddedGovernance | None = None
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The gateway as an ASGI app; components start and stop with its lifespan."""
+@dataclass(frozen=True)
+class GatewayApps:
+    """One ASGI app per listener (gateway/server.py), sharing one Gateway and one lifespan.
+
+    The lifespan is the public app's; the server sends the lifespan events there only.
+    """
+
+    public: Starlette
+    admin: Starlette
+    bundle: Starlette
+    metrics: GatewayMetrics
+
+
+def create_app(settings: Settings) -> GatewayApps:
+    """The gateway's apps; components start and stop with the public app's lifespan.
+
+    ``settings`` must carry the bound ports (the server resolves a free port, 0,
+    before calling this): the managed OPA is told the bundle service's port.
+    """
+    metrics_ = GatewayMetrics()
+    admission = AdmissionControl(
+        request_response(proxy),
+        max_concurrent=settings.limits.max_concurrent,
+        max_queued=settings.limits.max_queued,
+        queue_timeout_s=settings.limits.queue_timeout_ms / 1000,
+        on_shed=lambda reason: metrics_.shed.labels(reason).inc(),
+    )
+    metrics_.in_flight.set_function(lambda: admission.in_flight)
+    metrics_.queued.set_function(lambda: admission.queued)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = await _start(settings)
-        app.state.gateway = gateway
-        app.state.policy_store = gateway.store
+        gateway = await _start(settings, metrics_)
+        for each in (apps.public, apps.admin, apps.bundle):
+            each.state.gateway = gateway
+            each.state.policy_store = gateway.store
         try:
             yield
         finally:
             await _stop(gateway)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-            Route("/transparency", transparency),
-            Route(BUNDLE_RESOURCE, bundle_endpoint),
-            Route("/v1/{path:path}", proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        ],
-        lifespan=lifespan,
+    apps = GatewayApps(
+        public=Starlette(
+            routes=[
+                Route("/healthz", healthz),
+                Route("/readyz", public_readyz),
+                Route("/transparency", transparency),
+                Route("/v1/{path:path}", admission, methods=_PROXY_METHODS),
+            ],
+            lifespan=lifespan,
+        ),
+        admin=Starlette(routes=[Route("/metrics", metrics), Route("/readyz", readyz)]),
+        bundle=Starlette(routes=[Route(BUNDLE_RESOURCE, bundle_endpoint)]),
+        metrics=metrics_,
     )
+    return apps
 
 
-async def _start(settings: Settings) -> Gateway:
+async def _start(settings: Settings, metrics_: GatewayMetrics) -> Gateway:
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
     store = PolicyStore()
-    metrics_ = GatewayMetrics()
     opa: ManagedOpa | None = None
     opa_url = str(settings.policy.opa_url)
     if settings.policy.opa == "managed":
-        opa = ManagedOpa(settings.policy.opa_binary, f"http://127.0.0.1:{settings.listen.port}")
+        opa = ManagedOpa(settings.policy.opa_binary, settings.bundle_service_url)
         opa_url = opa.url
     gateway = Gateway(
         settings=settings,
@@ -182,6 +218,17 @@ async def _stop(gateway: Gateway) -> None:
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "alive"})
+
+
+async def public_readyz(request: Request) -> Response:
+    """Ready or not, with one line of reason: the component detail is on the admin listener."""
+    detailed = await readyz(request)
+    reasons = json.loads(bytes(detailed.body)).get("reasons") or []
+    ready = detailed.status_code == 200
+    body: dict[str, Any] = {"ready": ready}
+    if not ready:
+        body["reason"] = str(reasons[0]).splitlines()[0] if reasons else "not ready"
+    return JSONResponse(body, status_code=detailed.status_code)
 
 
 async def readyz(request: Request) -> Response:
@@ -271,7 +318,7 @@ async def proxy(request: Request) -> Response:
             request.scope.get("raw_path") or b"", request.scope.get("query_string", b"")
         )
         api = classify_api(request.method, target.path)
-        raw_body = await _read_bounded(request, limits.max_body_bytes)
+        raw_body = await _read_bounded(request, limits.max_body_bytes, limits.body_timeout_s)
         parsed = await _parse_body(request, api, raw_body, limits.max_json_depth)
         body = parsed.value if parsed is not None else None
         model = body.get("model") if body is not None else model_in_path(target.path)
@@ -286,6 +333,8 @@ async def proxy(request: Request) -> Response:
             )
     except RequestRefused as refused:
         gateway.metrics.rejected.labels(refused.code).inc()
+        if isinstance(refused, BodyTimeout):
+            headers["Connection"] = "close"
         return error_response(
             refused.status, str(refused), refused.error_type, refused.code, headers
         )
@@ -410,15 +459,15 @@ def _client(request: Request) -> Client | None:
     return Client(request.client.host, request.url.scheme)
 
 
-async def _read_bounded(request: Request, limit: int) -> bytes:
-    """The whole request body, or 413 as soon as it exceeds ``limit`` bytes."""
+async def _read_bounded(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole request body within ``timeout_s`` (else 408), or 413 beyond ``limit`` bytes."""
     too_large = BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in read_within(request.stream(), timeout_s):
         size += len(chunk)
         if size > limit:
             raise too_large
@@ -467,4 +516,4 @@ async def _list_models(gateway: Gateway) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-__all__ = ["Gateway", "create_app"]
+__all__ = ["Gateway", "GatewayApps", "create_app"]

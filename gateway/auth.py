@@ -13,6 +13,8 @@ identity provider, is an AuthError (401), never a crash or an unbounded wait.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ import jwt
 
 from gateway.config import Auth
 from gateway.exceptions import AuthError, ConfigError
+from gateway.jsondepth import nested_deeper_than
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ MAX_KID_CHARS = 256
 MAX_JWKS_BYTES = 256 * 1024
 """A JWKS document larger than this is refused (real ones hold a few keys)."""
 MAX_JWKS_KEYS = 100
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of a token's header or claims, or of a JWKS document."""
 """A JWKS document with more keys than this is refused."""
 
 KEY_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
@@ -96,7 +101,10 @@ def parse_jwks(body: bytes) -> tuple[SigningKey, ...]:
     if len(body) > MAX_JWKS_BYTES:
         raise JwksError(f"document larger than {MAX_JWKS_BYTES} bytes")
     try:
-        document = json.loads(body)
+        text = body.decode("utf-8")
+        if nested_deeper_than(text, MAX_JSON_DEPTH):
+            raise JwksError(f"document nested deeper than {MAX_JSON_DEPTH} levels")
+        document = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise JwksError("not JSON") from exc
     entries = document.get("keys") if isinstance(document, dict) else None
@@ -257,6 +265,8 @@ class Authenticator:
     async def verify(self, token: str) -> Caller:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError(f"token is longer than {MAX_TOKEN_CHARS} characters")
+        if _nested_too_deep(token):
+            raise AuthError(f"malformed token: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, RecursionError) as exc:
@@ -305,6 +315,18 @@ class Authenticator:
         if key is None:
             raise AuthError(f"the configured key cannot verify {algorithm}")
         return key
+
+
+def _nested_too_deep(token: str) -> bool:
+    """Whether the token's header or claims nest too deep to hand to a JSON parser."""
+    for segment in token.split(".")[:2]:
+        try:
+            decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (ValueError, binascii.Error):
+            return False  # not base64: pyjwt reports the malformed token
+        if nested_deeper_than(decoded.decode("utf-8", "replace"), MAX_JSON_DEPTH):
+            return True
+    return False
 
 
 def _checked_header(header: dict[str, Any], algorithms: list[str]) -> str:

@@ -14,22 +14,18 @@ keys), normalised so that look-alike spellings cannot slip past deny patterns.
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from gateway.exceptions import InvalidBody
+from gateway.jsondepth import nested_deeper_than
 from gateway.target import MODEL_NAME
 
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 COUNT_FIELDS = ("n", "best_of")
 MAX_COUNT = 2**31 - 1
-
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_INNERMOST_PAIR = re.compile(r"\[\]|\{\}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,7 @@ def parse_json_body(raw: bytes, max_depth: int) -> JsonBody:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidBody("the request body is not UTF-8 text") from None
-    if _nested_deeper_than(text, max_depth):
+    if nested_deeper_than(text, max_depth):
         raise InvalidBody(f"the request body is nested deeper than the limit of {max_depth} levels")
     try:
         value = json.loads(
@@ -76,41 +72,6 @@ def _format_characters() -> dict[int, None]:
     """
     planes = (range(0x20000), range(0xE0000, 0xF0000))
     return {cp: None for plane in planes for cp in plane if unicodedata.category(chr(cp)) == "Cf"}
-
-
-def _nested_deeper_than(text: str, limit: int) -> bool:
-    """Whether brackets outside strings nest deeper than ``limit``, found without parsing.
-
-    Each pass removes the innermost pairs, so valid JSON nested ``d`` levels
-    deep is empty after ``d`` passes (each one a regular-expression scan in C).
-
-    The standard parser recurses once per level in C: a body nested a hundred
-    thousand levels deep would exhaust the stack (a crash, not an exception)
-    before any depth check on the parsed value could run.
-    """
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    for _level in range(limit):
-        if not brackets:
-            return False
-        brackets, removed = _INNERMOST_PAIR.subn("", brackets)
-        if not removed:
-            return _openers_deeper_than(brackets, limit)  # unbalanced: not JSON
-    return bool(brackets)
-
-
-def _openers_deeper_than(brackets: str, limit: int) -> bool:
-    """For unbalanced brackets: whether openers run deeper than ``limit`` before it shows.
-
-    The parser recurses into every opener before it can find the body invalid.
-    """
-    depth = 0
-    for char in brackets:
-        depth += 1 if char in "[{" else -1
-        if depth > limit:
-            return True
-        if depth < 0:
-            return False
-    return False
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

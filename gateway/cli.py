@@ -15,7 +15,7 @@ import yaml
 
 from gateway import __version__
 from gateway.bundle import build_archive, load_bundle
-from gateway.config import load_settings
+from gateway.config import DEFAULT_BUNDLE_PORT, load_settings
 from gateway.exceptions import AgoraError
 from gateway.opa import opa_config
 
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "quickstart", help="run the whole system locally with embedded defaults"
     )
     quickstart.add_argument("--port", type=int, default=8080, help="gateway port")
+    quickstart.add_argument(
+        "--admin-port", type=int, default=9090, help="gateway admin port (/metrics)"
+    )
     quickstart.add_argument("--model-port", type=int, default=9000, help="demo model port")
     quickstart.add_argument(
         "--rpc-port", type=int, default=8545, help="JSON-RPC port of the embedded chain"
@@ -67,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo_model)
 
     opa = commands.add_parser("opa-config", help="print the configuration for an OPA sidecar")
-    opa.add_argument("--gateway-url", default="http://127.0.0.1:8080")
+    opa.add_argument(
+        "--gateway-url",
+        default=f"http://127.0.0.1:{DEFAULT_BUNDLE_PORT}",
+        help="the gateway's bundle service, on loopback (bundle_service.listen)",
+    )
     opa.set_defaults(func=_opa_config)
 
     policy = commands.add_parser("policy", help="policy bundle tools").add_subparsers(
@@ -109,20 +116,9 @@ def _missing_extra(module: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.app import create_app
     from gateway.server import GatewayServer
 
-    settings = load_settings(args.config)
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.listen.host,
-        port=settings.listen.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=30,
-        access_log=False,
-    )
-    GatewayServer(config, app).run()
+    GatewayServer(load_settings(args.config), log_level=args.log_level).run()
     return 0
 
 
@@ -132,6 +128,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     return asyncio.run(
         run(
             gateway_port=args.port,
+            admin_port=args.admin_port,
             model_port=args.model_port,
             log_level=args.log_level,
             rpc_port=args.rpc_port,

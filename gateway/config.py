@@ -34,9 +34,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Port = Annotated[int, Field(ge=0, le=65535)]
+"""A TCP port; 0 asks the system for a free one when the socket is bound."""
+
+DEFAULT_BUNDLE_PORT = 8282
+BUNDLE_SERVICE_HOSTS = ("127.0.0.1", "::1")
+
+
 class Listen(_Strict):
+    """The public listener: the proxied API (``/v1/``), health, readiness and transparency."""
+
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    port: Port = 8080
+
+
+class AdminListen(_Strict):
+    host: str = "127.0.0.1"
+    port: Port = 9090
+
+
+class Admin(_Strict):
+    """The operators' listener: ``/metrics`` and ``/readyz`` with every component's detail."""
+
+    listen: AdminListen = AdminListen()
+
+
+class BundleListen(_Strict):
+    host: str = "127.0.0.1"
+    port: Port | None = None
+    """None: 8282 for an external OPA; with a managed OPA, a free port the gateway hands to it."""
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value not in BUNDLE_SERVICE_HOSTS:
+            raise ValueError(
+                f"{value!r} is not allowed: the bundle service listens on loopback only "
+                "(127.0.0.1 or ::1), for the gateway's own OPA"
+            )
+        return value
+
+
+class BundleService(_Strict):
+    """The loopback listener from which the gateway's OPA pulls the verified bundle."""
+
+    listen: BundleListen = BundleListen()
 
 
 class UpstreamTimeout(_Strict):
@@ -231,6 +273,21 @@ class DecisionLog(_Strict):
 class Limits(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
     max_json_depth: Annotated[int, Field(ge=2, le=512)] = 64
+    """Deepest nesting of a JSON body; deeper bodies are refused before they are parsed."""
+    max_concurrent: Annotated[int, Field(ge=1)] = 256
+    """Requests under ``/v1/`` handled at once; more wait in the queue, or are shed (503)."""
+    max_queued: Annotated[int, Field(ge=0)] = 64
+    """Requests waiting for a slot; beyond it a request is shed at once."""
+    queue_timeout_ms: Annotated[int, Field(ge=1)] = 1000
+    """Longest wait in the queue before a request is shed."""
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 65_536
+    """Request line and headers together; larger ones get 431."""
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """From connection (or a request's first byte) to the end of its headers; then closed."""
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """For the whole request body, from when it is read (408), or after the answer was sent."""
+    keep_alive_s: Annotated[int, Field(ge=1)] = 5
+    """How long an idle keep-alive connection is kept open."""
 
 
 class Settings(_Strict):
@@ -244,6 +301,8 @@ class Settings(_Strict):
     governance: Governance | None = None
     decision_log: DecisionLog = DecisionLog()
     limits: Limits = Limits()
+    admin: Admin = Admin()
+    bundle_service: BundleService = BundleService()
     header_allowlist: list[str] = [
         "content-type", "user-agent", "x-request-id", "openai-organization", "openai-project",
     ]  # fmt: skip
@@ -266,6 +325,41 @@ class Settings(_Strict):
         if bad:
             raise ValueError(f"credential headers may not reach policy input: {bad}")
         return [h.lower() for h in value]
+
+    @model_validator(mode="after")
+    def _distinct_listeners(self) -> Settings:
+        """Each listener needs a port of its own: requests are told apart by the port they hit."""
+        if self.bundle_service.listen.port == 0 and self.policy.opa == "external":
+            raise ValueError(
+                "bundle_service.listen.port: 0 (a free port) works only with policy.opa: "
+                "managed; an external OPA must be told a fixed port"
+            )
+        seen: dict[int, str] = {}
+        for key, port in (
+            ("listen.port", self.listen.port),
+            ("admin.listen.port", self.admin.listen.port),
+            ("bundle_service.listen.port", self.bundle_port),
+        ):
+            if port == 0:
+                continue
+            if port in seen:
+                raise ValueError(f"{key}: {port} is also {seen[port]}; each listener needs its own")
+            seen[port] = key
+        return self
+
+    @property
+    def bundle_port(self) -> int:
+        """The bundle service's port: as configured, else 0 (free) for a managed OPA, else 8282."""
+        port = self.bundle_service.listen.port
+        if port is not None:
+            return port
+        return 0 if self.policy.opa == "managed" else DEFAULT_BUNDLE_PORT
+
+    @property
+    def bundle_service_url(self) -> str:
+        """Where OPA pulls bundles from (what ``agora opa-config`` writes into its config)."""
+        host = self.bundle_service.listen.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.bundle_port}"
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -7,6 +7,7 @@ AgoraError
 │   ├── InvalidBody        a body that is malformed, ambiguous or beyond a limit (400)
 │   ├── MissingModel       a model API request without a model (400)
 │   ├── BodyTooLarge       the body exceeds limits.max_body_bytes (413)
+│   ├── BodyTimeout        the body did not arrive within limits.body_timeout_s (408)
 │   ├── UnsupportedBody    a body encoding the gateway cannot judge (415)
 │   └── ModelNotFound      no upstream serves the model (404)
 ├── AuthError              the caller's token is invalid (401)
@@ -53,6 +54,17 @@ class MissingModel(RequestRefused):
 class BodyTooLarge(RequestRefused):
     status = 413
     code = "request_too_large"
+
+
+class BodyTimeout(RequestRefused):
+    """The request body did not arrive in time."""
+
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s")
+        self.timeout_s = timeout_s
 
 
 class UnsupportedBody(RequestRefused):

@@ -25,6 +25,10 @@ DECISIONS = "agora_decisions"
 DECISION_LATENCY = "agora_decision_duration_seconds"
 UPSTREAM_LATENCY = "agora_upstream_duration_seconds"
 REQUESTS_REJECTED = "agora_requests_rejected"
+REQUESTS_SHED = "agora_requests_shed"
+REQUESTS_IN_FLIGHT = "agora_requests_in_flight"
+REQUESTS_QUEUED = "agora_requests_queued"
+CONNECTIONS_TIMED_OUT = "agora_connections_timed_out"
 POLICY_VERSION = "agora_policy_active_version"
 POLICY_INFO = "agora_policy_active"
 COMPONENT_STATE = "agora_component_state"
@@ -68,6 +72,25 @@ class GatewayMetrics:
         self.rejected = Counter(
             REQUESTS_REJECTED,
             "Requests refused before policy (bad input, bad token, unknown model).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            REQUESTS_SHED,
+            "Requests refused with 503 because the gateway was at capacity, by reason "
+            "(queue_full, queue_timeout).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            REQUESTS_IN_FLIGHT, "Requests under /v1/ being handled.", registry=self.registry
+        )
+        self.queued = Gauge(
+            REQUESTS_QUEUED, "Requests under /v1/ waiting for a slot.", registry=self.registry
+        )
+        self.connections_timed_out = Counter(
+            CONNECTIONS_TIMED_OUT,
+            "Connections closed for being too slow, by reason (header_timeout, body_timeout).",
             ["reason"],
             registry=self.registry,
         )

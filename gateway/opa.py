@@ -2,8 +2,11 @@
 
 Whether OPA is managed (a child process on loopback) or external (the Kubernetes
 sidecar), it is configured the same way: its bundle plugin downloads the active
-verified bundle from the gateway, so that each new version is activated by OPA
-in one transaction. ``agora opa-config`` prints that configuration for a sidecar.
+verified bundle from the gateway's bundle service (a loopback-only listener),
+so that each new version is activated by OPA in one transaction. ``agora
+opa-config`` prints that configuration for a sidecar. OPA's own decision logs
+stay off: the gateway keeps the decision log, with what OPA cannot know (the
+caller, the upstream's status, latencies).
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ _RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
-def opa_config(gateway_url: str) -> dict[str, Any]:
-    """OPA configuration that pulls the active verified bundle from the gateway."""
+def opa_config(bundle_service_url: str) -> dict[str, Any]:
+    """OPA configuration that pulls the active verified bundle from the gateway's bundle service.
+
+    No ``decision_logs`` section: its mere presence turns OPA's decision-log
+    plugin on, which would upload to the only service configured, the gateway.
+    """
     return {
-        "services": {"agora": {"url": gateway_url.rstrip("/")}},
+        "services": {"agora": {"url": bundle_service_url.rstrip("/")}},
         "bundles": {
             BUNDLE_NAME: {
                 "service": "agora",
@@ -49,7 +56,6 @@ def opa_config(gateway_url: str) -> dict[str, Any]:
                 },
             }
         },
-        "decision_logs": {"console": False},
     }
 
 
@@ -75,9 +81,9 @@ class ManagedOpa:
 
     name = "opa"
 
-    def __init__(self, binary: str, gateway_url: str, port: int | None = None):
+    def __init__(self, binary: str, bundle_service_url: str, port: int | None = None):
         self._binary = find_opa(binary)
-        self._gateway_url = gateway_url
+        self._bundle_service_url = bundle_service_url
         self.port = port or free_port()
         self._workdir = tempfile.TemporaryDirectory(prefix="agora-opa-")
         self._process: asyncio.subprocess.Process | None = None
@@ -105,7 +111,7 @@ class ManagedOpa:
 
     async def start(self) -> None:
         config_file = Path(self._workdir.name) / "opa.yaml"
-        config_file.write_text(yaml.safe_dump(opa_config(self._gateway_url)))
+        config_file.write_text(yaml.safe_dump(opa_config(self._bundle_service_url)))
         self._supervisor = asyncio.create_task(self._supervise(config_file), name="managed-opa")
 
     async def stop(self) -> None:

@@ -132,8 +132,9 @@ class PolicyStore:
 async def bundle_endpoint(request: Request) -> Response:
     """OPA's bundle service: the active verified bundle, with ETag and long polling.
 
-    Served only to loopback clients: it is the channel from the gateway to its
-    own OPA (managed, or the sidecar in the same pod).
+    Served on the loopback-only bundle listener, and there only to 127.0.0.1 and
+    ::1: it is the channel from the gateway to its own OPA (managed, or the
+    sidecar in the same pod).
     """
     if request.client is None or not _is_loopback(request.client.host):
         return Response(status_code=403)
@@ -151,13 +152,22 @@ async def bundle_endpoint(request: Request) -> Response:
     return Response(active.archive, media_type=BUNDLE_MEDIA_TYPE, headers=headers)
 
 
+_OWN_ADDRESSES = frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")})
+
+
 def _is_loopback(host: str) -> bool:
+    """Whether a client is this host's own process: 127.0.0.1 or ::1, nothing else.
+
+    Not all of 127.0.0.0/8: a service-mesh sidecar (Istio's Envoy) relays traffic
+    from other pods to the application from 127.0.0.6, a loopback address, so a
+    loopback source does not prove that the caller is in this pod.
+    """
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
     mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+    return (mapped or address) in _OWN_ADDRESSES
 
 
 def _prefer_wait(prefer: str | None) -> float:

@@ -24,7 +24,6 @@ import jwt
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.app import create_app
 from gateway.config import Settings
 from gateway.demo_model import create_demo_app
 from gateway.exceptions import ChainError
@@ -51,11 +50,12 @@ def default_bundle() -> Path:
 
 
 def quickstart_settings(
-    gateway_port: int, model_port: int, bundle: Path, log_path: Path
+    gateway_port: int, model_port: int, bundle: Path, log_path: Path, admin_port: int = 9090
 ) -> Settings:
     return Settings.model_validate(
         {
             "listen": {"host": "127.0.0.1", "port": gateway_port},
+            "admin": {"listen": {"host": "127.0.0.1", "port": admin_port}},
             "upstreams": [
                 {"name": "demo", "url": f"http://127.0.0.1:{model_port}", "models": ["demo-*"]}
             ],
@@ -141,30 +141,34 @@ async def start_rpc_bridge(app: Starlette, port: int, log_level: str) -> RpcBrid
     return bridge
 
 
-async def run(gateway_port: int, model_port: int, log_level: str, rpc_port: int = RPC_PORT) -> int:
+async def run(
+    gateway_port: int,
+    model_port: int,
+    log_level: str,
+    rpc_port: int = RPC_PORT,
+    admin_port: int = 9090,
+) -> int:
     os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
     if not os.environ.get(CALLER_KEY_ENV):
         os.environ[CALLER_KEY_ENV] = caller_hash_key()
     bundle = default_bundle()
-    settings = quickstart_settings(gateway_port, model_port, bundle, Path("decisions.jsonl"))
+    settings = quickstart_settings(
+        gateway_port, model_port, bundle, Path("decisions.jsonl"), admin_port
+    )
     model_server = uvicorn.Server(
         uvicorn.Config(create_demo_app(), host="127.0.0.1", port=model_port, log_level=log_level)
     )
-    app = create_app(settings)
-    gateway_server = GatewayServer(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=gateway_port, log_level=log_level,
-            access_log=False, timeout_graceful_shutdown=10,
-        ),
-        app,
-    )  # fmt: skip
+    gateway_server = GatewayServer(settings, log_level=log_level, graceful_shutdown_s=10)
+    app = gateway_server.apps.public
     model_task = asyncio.create_task(model_server.serve())
     gateway_task = asyncio.create_task(gateway_server.serve())
     while not gateway_server.started and not gateway_task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.05)  # uvicorn offers no event for "started"
     bridge: RpcBridge | None = None
     if gateway_server.started:
-        print(_instructions(gateway_port, member_token(os.environ[SECRET_ENV])), flush=True)
+        bound = gateway_server.settings
+        token = member_token(os.environ[SECRET_ENV])
+        print(_instructions(bound.listen.port, bound.admin.listen.port, token), flush=True)
         bridge = await start_rpc_bridge(app, rpc_port, log_level)
         if bridge is not None:
             deployment, proposal = governance_files(bridge, bundle)
@@ -177,8 +181,9 @@ async def run(gateway_port: int, model_port: int, log_level: str, rpc_port: int 
     return 0
 
 
-def _instructions(port: int, token: str) -> str:
+def _instructions(port: int, admin_port: int, token: str) -> str:
     base = f"http://127.0.0.1:{port}"
+    admin = f"http://127.0.0.1:{admin_port}"
     return f"""
 Agora is running: gateway {base}, enforcing the policy the embedded chain ratified.
 Decisions are logged to decisions.jsonl, callers as HMAC-SHA256 of their sub keyed
@@ -201,7 +206,7 @@ With the openai SDK:
   OpenAI(base_url="{base}/v1", api_key="<the member token above>").chat.completions.create(
       model="demo-small", messages=[{{"role": "user", "content": "Hello"}}], stream=True)
 
-Health: {base}/readyz   Metrics: {base}/metrics
+Health: {base}/readyz   Metrics: {admin}/metrics   Detailed readiness: {admin}/readyz
 """
 
 

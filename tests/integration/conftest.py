@@ -69,7 +69,11 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoModel]:
 
 @dataclass
 class RunningGateway:
+    """A gateway process and its three listeners: public (``url``), admin, bundle service."""
+
     url: str
+    admin_url: str
+    bundle_url: str
     process: Process
     config: dict[str, Any]
     decision_log: Path
@@ -78,6 +82,15 @@ class RunningGateway:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kwargs)
 
+    def admin(self) -> httpx.Client:
+        """A client of the admin listener: /metrics, and /readyz with every component's detail."""
+        return httpx.Client(base_url=self.admin_url, timeout=10)
+
+    def ready(self) -> dict[str, Any]:
+        """The detailed readiness document (admin /readyz)."""
+        document: dict[str, Any] = httpx.get(f"{self.admin_url}/readyz", timeout=10).json()
+        return document
+
 
 def gateway_config(
     demo_model: DemoModel, public_key_file: Path, log_path: Path, **sections: Any
@@ -85,6 +98,8 @@ def gateway_config(
     """A gateway configuration for tests; ``sections`` replace top-level keys."""
     config: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": free_port()},
+        "admin": {"listen": {"host": "127.0.0.1", "port": free_port()}},
+        "bundle_service": {"listen": {"host": "127.0.0.1", "port": free_port()}},
         "upstreams": [
             {
                 "name": "impatient",
@@ -145,15 +160,22 @@ def start_gateway(
             {CALLER_KEY_ENV: CALLER_KEY, **(env or {})},
         )
         started.append(process)
-        url = f"http://127.0.0.1:{config['listen']['port']}"
+        gateway = RunningGateway(
+            url=f"http://127.0.0.1:{config['listen']['port']}",
+            admin_url=f"http://127.0.0.1:{config['admin']['listen']['port']}",
+            bundle_url=f"http://127.0.0.1:{config['bundle_service']['listen']['port']}",
+            process=process,
+            config=config,
+            decision_log=log_path,
+        )
         try:
-            wait_for_http(f"{url}/healthz")
+            wait_for_http(f"{gateway.url}/healthz")
             if wait_ready:
-                wait_for_http(f"{url}/readyz")
+                wait_for_http(f"{gateway.url}/readyz")
         except TimeoutError:
             process.stop()
             raise AssertionError(f"gateway did not start:\n{process.output()}") from None
-        return RunningGateway(url, process, config, log_path)
+        return gateway
 
     yield start
     for process in started:

@@ -129,9 +129,9 @@ def test_metrics_pass_promtool(gateway: RunningGateway) -> None:
         if os.environ.get("AGORA_SKIP_PROMTOOL") == "1":
             pytest.skip("promtool is not installed and AGORA_SKIP_PROMTOOL=1")
         pytest.fail("promtool is not installed: run scripts/install-tools.sh promtool")
-    with gateway.client() as client:
+    with gateway.client() as client, gateway.admin() as admin:
         client.post("/v1/chat/completions", json={"model": "demo-small", "messages": []})
-        exposition = client.get("/metrics").content
+        exposition = admin.get("/metrics").content
     checked = subprocess.run(
         [promtool, "check", "metrics"], input=exposition, capture_output=True, check=False
     )

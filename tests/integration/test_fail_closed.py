@@ -21,11 +21,11 @@ CHAT = {"model": "demo-small", "messages": [{"role": "user", "content": "Hello"}
 class ExternalOpa:
     """An OPA server run the way the Kubernetes sidecar runs, pulling bundles from the gateway."""
 
-    def __init__(self, binary: str, workdir: Path, gateway_port: int):
+    def __init__(self, binary: str, workdir: Path, bundle_port: int):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "opa.yaml"
-        config.write_text(yaml.safe_dump(opa_config(f"http://127.0.0.1:{gateway_port}")))
+        config.write_text(yaml.safe_dump(opa_config(f"http://127.0.0.1:{bundle_port}")))
         self._args = [
             binary, "run", "--server", "--addr", f"127.0.0.1:{self.port}",
             "--config-file", str(config), "--skip-version-check", "--shutdown-grace-period", "1",
@@ -44,10 +44,10 @@ class ExternalOpa:
 
 @pytest.fixture
 def external_opa(opa_binary: str, tmp_path: Path) -> Iterator[tuple[ExternalOpa, int]]:
-    gateway_port = free_port()
-    opa = ExternalOpa(opa_binary, tmp_path, gateway_port)
+    bundle_port = free_port()
+    opa = ExternalOpa(opa_binary, tmp_path, bundle_port)
     opa.start()
-    yield opa, gateway_port
+    yield opa, bundle_port
     opa.stop()
 
 
@@ -55,9 +55,9 @@ def with_sidecar(
     start_gateway: StartGateway, external_opa: tuple[ExternalOpa, int], timeout_ms: int
 ) -> tuple[ExternalOpa, RunningGateway]:
     """A gateway using the external OPA (``policy.opa: external``), as in Kubernetes."""
-    opa, port = external_opa
+    opa, bundle_port = external_opa
     gateway = start_gateway(
-        listen={"host": "127.0.0.1", "port": port},
+        bundle_service={"listen": {"host": "127.0.0.1", "port": bundle_port}},
         policy={
             "bundle": "policies",
             "opa": "external",
@@ -122,7 +122,8 @@ def test_bundle_that_differs_from_the_pin_is_never_activated(
         forwarded_before = demo_model.stats()["requests"]
         refused = client.post("/v1/chat/completions", json=CHAT)
     assert ready.status_code == 503
-    assert "no verified policy version is active" in ready.json()["reasons"]
+    assert ready.json() == {"ready": False, "reason": "no verified policy version is active"}
+    assert "no verified policy version is active" in gateway.ready()["reasons"]
     assert refused.status_code == 503
     assert refused.headers["x-agora-policy-version"] == "none"
     assert demo_model.stats()["requests"] == forwarded_before
@@ -132,13 +133,13 @@ def test_bundle_that_differs_from_the_pin_is_never_activated(
 def test_managed_opa_is_restarted_after_a_crash(start_gateway: StartGateway) -> None:
     gateway = start_gateway()
     with gateway.client() as client:
-        opa_detail = client.get("/readyz").json()["components"]["opa"]["detail"]
+        opa_detail = gateway.ready()["components"]["opa"]["detail"]
         pid = int(opa_detail.split()[1])
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.3)
         wait_for_http(f"{gateway.url}/readyz", timeout_s=20)
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
-        assert client.get("/readyz").json()["components"]["opa"]["detail"] != opa_detail
+        assert gateway.ready()["components"]["opa"]["detail"] != opa_detail
 
 
 def test_required_auth_refuses_anonymous_callers(

@@ -289,9 +289,12 @@ def test_health_and_readiness(gateway: RunningGateway) -> None:
     with gateway.client() as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
-        metrics = client.get("/metrics")
-    assert ready.status_code == 200 and ready.json()["ready"] is True
-    assert ready.json()["opa_enforces"] == 1
+    with gateway.admin() as admin:
+        detailed = admin.get("/readyz")
+        metrics = admin.get("/metrics")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}
+    assert detailed.status_code == 200 and detailed.json()["ready"] is True
+    assert detailed.json()["opa_enforces"] == 1
     assert "agora_decisions_total" in metrics.text
 
 
@@ -299,7 +302,7 @@ def test_bundle_service_serves_the_verified_revision_with_long_polling(
     gateway: RunningGateway,
 ) -> None:
     # Remote clients are refused (tests/unit/test_pinning.py); this client is on loopback.
-    with gateway.client() as client:
+    with httpx.Client(base_url=gateway.bundle_url, timeout=10) as client:
         response = client.get("/_agora/bundles/active.tar.gz")
         etag = response.headers["etag"]
         started = time.monotonic()

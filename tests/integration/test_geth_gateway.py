@@ -288,7 +288,7 @@ class MinedWatch:
 
 
 def readyz(gateway: RunningGateway) -> httpx.Response:
-    return httpx.get(f"{gateway.url}/readyz", timeout=10)
+    return httpx.get(f"{gateway.admin_url}/readyz", timeout=10)
 
 
 def wait_until(
@@ -478,7 +478,7 @@ def test_a_tampered_bundle_is_refused_and_version_2_keeps_serving(
     ready = readyz(gateway)
     assert ready.status_code == 200
     assert ready.json()["policy"]["version"] == 2 and ready.json()["opa_enforces"] == 2
-    metrics = httpx.get(f"{gateway.url}/metrics").text
+    metrics = httpx.get(f"{gateway.admin_url}/metrics").text
     assert 'agora_bundle_verifications_total{result="mismatch"}' in metrics
     with gateway.client() as client:
         response = client.post("/v1/chat/completions", json=chat(180))

@@ -16,8 +16,8 @@ def test_embedded_chain_ratifies_the_default_policy(start_gateway: StartGateway)
         policy={"bundle": str(ROOT / "policies"), "opa": "managed", "timeout_ms": 1000},
         governance={"chain": "embedded", "confirmations": 0, "poll_s": 0.5},
     )
+    ready = gateway.ready()
     with gateway.client() as client:
-        ready = client.get("/readyz").json()
         response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 200
     assert response.headers["x-agora-policy-version"] == "1"

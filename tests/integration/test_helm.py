@@ -4,7 +4,8 @@ Each values file in charts/agora-gateway/ci/ is linted with ``helm lint --strict
 and rendered with ``helm template``. The gateway's configuration that the chart
 renders must be accepted by ``gateway.config.Settings`` (with the environment the
 pod gives it), OPA's configuration must be what ``agora opa-config`` prints, and
-the pod must keep OPA on loopback, probe both containers and run without root.
+the pod must keep OPA and the bundle service on loopback, expose only the public
+port through the Service, probe both containers and run without root.
 Last, the rendered pod's two processes are run here on loopback, with their
 rendered arguments and configuration, until both are ready.
 """
@@ -237,6 +238,8 @@ def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
         ([], "auth.required is true, so tokens must be verified"),
         (["auth.jwksUrl=https://a.example/jwks"], "auth.issuer and auth.audience are required"),
         (["auth.required=false"], "decisionLog.callerHashKeySecret is required"),
+        (["gateway.adminPort=8080"], "gateway.adminPort and gateway.port are both 8080"),
+        (["opa.diagnosticPort=8282"], "gateway.bundlePort and opa.diagnosticPort are both 8282"),
     ],
 )
 def test_template_refuses_inconsistent_values(helm: str, settings: list[str], message: str) -> None:
@@ -260,6 +263,10 @@ def test_gateway_configuration_is_accepted_by_the_gateway(
     assert str(settings.policy.opa_url) == f"http://127.0.0.1:{opa_port}/"
     assert settings.listen.host == "0.0.0.0"
     assert settings.listen.port == _named(rendered.gateway["ports"], "http")["containerPort"]
+    assert settings.admin.listen.host == "0.0.0.0"
+    assert settings.admin.listen.port == _named(rendered.gateway["ports"], "admin")["containerPort"]
+    assert settings.bundle_service.listen.host == "127.0.0.1"
+    assert settings.bundle_port not in [p["containerPort"] for p in rendered.gateway["ports"]]
     log_dir = rendered.mount_path(rendered.gateway, "decisions")
     assert settings.decision_log.path.parent == log_dir
     if settings.governance is None:
@@ -305,9 +312,10 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def test_opa_configuration_is_what_agora_opa_config_prints(rendered: Rendered) -> None:
-    port = rendered.config["listen"]["port"]
+    port = rendered.config["bundle_service"]["listen"]["port"]
     expected = opa_config(f"http://127.0.0.1:{port}")
     assert yaml.safe_load(rendered.opa_config_text) == expected
+    assert "decision_logs" not in expected, "OPA's own decision logs stay off"
     # Byte for byte what `agora opa-config --gateway-url http://127.0.0.1:<port>` prints.
     assert rendered.opa_config_text == yaml.safe_dump(expected, sort_keys=False)
     config_mount = rendered.mount_path(rendered.opa, "opa-config")
@@ -340,7 +348,13 @@ def test_opa_listens_on_loopback_only(rendered: Rendered) -> None:
     diag_port = _named(rendered.opa["ports"], "opa-diag")["containerPort"]
     assert diagnostic == f"0.0.0.0:{diag_port}"
     assert [p["containerPort"] for p in rendered.opa["ports"]] == [diag_port]
-    service = rendered.one("Service")
+
+
+def test_only_the_public_port_is_behind_the_service(rendered: Rendered) -> None:
+    assert [p["name"] for p in rendered.gateway["ports"]] == ["http", "admin"]
+    service = next(
+        s for s in rendered.of_kind("Service") if not s["metadata"]["name"].endswith("-admin")
+    )
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
 
 
@@ -403,13 +417,36 @@ def test_config_change_rolls_the_pods(helm: str) -> None:
 def test_optional_resources(rendered: Rendered) -> None:
     overrides = yaml.safe_load((CHART / "ci" / rendered.name).read_text()) or {}
     monitors = rendered.of_kind("ServiceMonitor")
-    assert len(monitors) == int(overrides.get("serviceMonitor", {}).get("enabled", False))
-    for monitor in monitors:
-        assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    admin_services = [
+        s for s in rendered.of_kind("Service") if s["metadata"]["name"].endswith("-admin")
+    ]
+    monitored = int(overrides.get("serviceMonitor", {}).get("enabled", False))
+    assert len(monitors) == len(admin_services) == monitored
+    for monitor, admin in zip(monitors, admin_services, strict=True):
+        # The monitor scrapes the admin port through the admin Service, and only that one.
+        endpoint = monitor["spec"]["endpoints"][0]
+        assert (endpoint["port"], endpoint["path"]) == ("admin", "/metrics")
+        selected = [
+            s["metadata"]["name"]
+            for s in rendered.of_kind("Service")
+            if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        assert selected == [admin["metadata"]["name"]]
+        assert [p["targetPort"] for p in admin["spec"]["ports"]] == ["admin"]
+        assert admin["spec"]["clusterIP"] == "None"
     policies = rendered.of_kind("NetworkPolicy")
-    assert len(policies) == int(overrides.get("networkPolicy", {}).get("enabled", False))
+    network_policy = overrides.get("networkPolicy", {})
+    assert len(policies) == int(network_policy.get("enabled", False))
     for policy in policies:
-        assert policy["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+        ingress = policy["spec"]["ingress"]
+        assert ingress[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+        admin_from = network_policy.get("adminFrom")
+        assert len(ingress) == (2 if admin_from else 1)
+        if admin_from:
+            assert ingress[1] == {
+                "ports": [{"port": "admin", "protocol": "TCP"}],
+                "from": admin_from,
+            }
     assert len(rendered.of_kind("PodDisruptionBudget")) == 1
     assert len(rendered.of_kind("ServiceAccount")) == 1
 
@@ -432,6 +469,7 @@ def test_default_digest_is_the_default_bundle_in_the_image() -> None:
 @dataclass
 class LocalPod:
     gateway_url: str
+    admin_url: str
     opa_url: str
     diagnostic_url: str
 
@@ -447,11 +485,14 @@ def local_pod(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     opa_binary = shutil.which("opa") or shutil.which(str(TOOL_BIN / "opa"))
     if opa_binary is None:
         pytest.fail("opa is not installed: run scripts/install-tools.sh opa")
-    gateway_port, opa_port, diag_port = free_port(), free_port(), free_port()
+    gateway_port, admin_port, bundle_port = free_port(), free_port(), free_port()
+    opa_port, diag_port = free_port(), free_port()
     r = render(
         helm,
         CHART / "ci" / "default-values.yaml",
         *("--set", f"gateway.port={gateway_port}"),
+        *("--set", f"gateway.adminPort={admin_port}"),
+        *("--set", f"gateway.bundlePort={bundle_port}"),
         *("--set", f"opa.port={opa_port}"),
         *("--set", f"opa.diagnosticPort={diag_port}"),
     )
@@ -461,6 +502,7 @@ def local_pod(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     config["policy"]["bundle"] = str(ROOT / "policies")
     config["decision_log"]["path"] = str(workdir / "decisions.jsonl")
     config["listen"]["host"] = "127.0.0.1"
+    config["admin"]["listen"]["host"] = "127.0.0.1"
     (workdir / "agora.yaml").write_text(yaml.safe_dump(config))
     (workdir / "opa.yaml").write_text(r.opa_config_text)
 
@@ -474,6 +516,7 @@ def local_pod(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     gateway = Process(python_module("gateway", *gateway_args), workdir / "gateway.log", r.env())
     pod = LocalPod(
         gateway_url=f"http://127.0.0.1:{gateway_port}",
+        admin_url=f"http://127.0.0.1:{admin_port}",
         opa_url=f"http://127.0.0.1:{opa_port}",
         diagnostic_url=f"http://127.0.0.1:{diag_port}",
     )
@@ -493,7 +536,8 @@ def local_pod(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
 
 
 def test_rendered_pod_becomes_ready(local_pod: LocalPod) -> None:
-    ready = httpx.get(f"{local_pod.gateway_url}/readyz", timeout=5).json()
+    assert httpx.get(f"{local_pod.gateway_url}/readyz", timeout=5).json() == {"ready": True}
+    ready = httpx.get(f"{local_pod.admin_url}/readyz", timeout=5).json()
     digest = load_bundle(ROOT / "policies").digest
     assert ready["ready"] is True
     assert ready["policy"]["digest"] == digest

@@ -20,10 +20,11 @@ CHAT = {"model": "demo-small", "messages": [{"role": "user", "content": "Hello"}
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     workdir = tmp_path_factory.mktemp("quickstart")
-    port, model_port, rpc_port = free_port(), free_port(), free_port()
+    port, model_port, rpc_port, admin_port = free_port(), free_port(), free_port(), free_port()
     args = [
         sys.executable, "-m", "gateway", "quickstart", "--port", str(port),
         "--model-port", str(model_port), "--rpc-port", str(rpc_port),
+        "--admin-port", str(admin_port),
     ]  # fmt: skip
     process = Process(args, workdir / "quickstart.log", cwd=workdir)
     try:

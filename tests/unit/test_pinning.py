@@ -82,3 +82,5 @@ def test_loopback_clients_only() -> None:
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("::ffff:127.0.0.1")
     assert not _is_loopback("10.0.0.7") and not _is_loopback("::ffff:10.0.0.7")
     assert not _is_loopback("testclient")
+    # A service mesh's sidecar relays other pods' traffic from 127.0.0.6: not our own OPA.
+    assert not _is_loopback("127.0.0.6") and not _is_loopback("::ffff:127.0.0.6")

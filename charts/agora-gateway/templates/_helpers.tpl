@@ -30,6 +30,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: gateway
 {{- end }}
 
+{{/* Tells the admin Service (scraped by the ServiceMonitor) from the gateway's Service. */}}
+{{- define "agora.adminServiceLabel" -}}
+agora.dev/listener: admin
+{{- end }}
+
 {{- define "agora.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "agora.fullname" .) .Values.serviceAccount.name }}
@@ -108,6 +113,14 @@ app.kubernetes.io/component: gateway
 {{- end }}
 {{- if and (eq $v.decisionLog.callerHash "keyed") (not (include "agora.secretSet" $v.decisionLog.callerHashKeySecret)) }}
 {{- fail "decisionLog.callerHashKeySecret is required with decisionLog.callerHash keyed (the default): the HMAC key of the callers' hashes in the decision log (or decisionLog.callerHash=unkeyed)" }}
+{{- end }}
+{{- $ports := dict }}
+{{- range $name, $port := dict "gateway.port" $v.gateway.port "gateway.adminPort" $v.gateway.adminPort "gateway.bundlePort" $v.gateway.bundlePort "opa.port" $v.opa.port "opa.diagnosticPort" $v.opa.diagnosticPort }}
+{{- $key := toString (int $port) }}
+{{- if hasKey $ports $key }}
+{{- fail (printf "%s and %s are both %s: the gateway's and OPA's listeners share the pod's network and need ports of their own" (get $ports $key) $name $key) }}
+{{- end }}
+{{- $_ := set $ports $key $name }}
 {{- end }}
 {{- $names := list }}
 {{- range $v.upstreams }}
