@@ -64,6 +64,8 @@ class Policy(_Strict):
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
     version: Annotated[int, Field(ge=0)] = 0
     """Version number reported for a locally pinned bundle (the chain assigns its own)."""
+    switch_overlap_ms: Annotated[int, Field(ge=0, le=60_000)] = 2000
+    """After a switch, how long OPA's answers from the superseded version still count."""
 
 
 class Auth(_Strict):
