@@ -7,6 +7,7 @@ falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,16 +15,19 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from gateway.exceptions import ConfigError
+from gateway.redaction import redact_url
 
 ENV_PREFIX = "AGORA__"
 ENV_SEPARATOR = "__"
@@ -116,15 +120,46 @@ class Auth(_Strict):
         return any(s is not None for s in (self.jwks_url, self.public_key_file, self.secret_env))
 
 
+def _rpc_url_is_private(url: AnyHttpUrl) -> AnyHttpUrl:
+    """JSON-RPC answers decide the policy, and URLs carry keys: https, or http on loopback."""
+    if url.scheme != "https" and not _is_loopback_host(url.host or ""):
+        raise ValueError(
+            f"{redact_url(str(url))} must use https "
+            "(plain http only on loopback: 127.0.0.1, ::1, localhost)"
+        )
+    return url
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Governance(_Strict):
     chain: Literal["embedded", "rpc"] = "embedded"
-    rpc_urls: list[AnyHttpUrl] = []
+    rpc_urls: list[Annotated[AnyHttpUrl, AfterValidator(_rpc_url_is_private)]] = []
     registry: Annotated[str | None, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] = None
     confirmations: Annotated[int, Field(ge=0)] = 2
     poll_s: Annotated[float, Field(gt=0)] = 5.0
     bundle_dir: Path | None = None
     stale_after_s: Annotated[float, Field(gt=0)] = 300.0
     rpc_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    quorum: Annotated[int | None, Field(ge=1)] = None
+    """RPC nodes that must answer (and all that answer must agree); null: every one of them."""
+    chain_id: Annotated[int | None, Field(ge=1)] = None
+    """The chain id every RPC node must report; null: any, as long as they agree."""
+
+    @field_validator("quorum")
+    @classmethod
+    def _quorum_within_nodes(cls, value: int | None, info: ValidationInfo) -> int | None:
+        urls = info.data.get("rpc_urls") or []
+        if value is not None and value > max(len(urls), 1):
+            raise ValueError(f"{value} is more than the {len(urls)} rpc_urls configured")
+        return value
 
     @model_validator(mode="after")
     def _chain_is_reachable(self) -> Governance:
