@@ -163,7 +163,11 @@ async def _start(settings: Settings, metrics_: GatewayMetrics) -> Gateway:
         settings=settings,
         store=store,
         engine=PolicyEngine(
-            opa_url, settings.policy.decision_path, settings.policy.timeout_ms, store
+            opa_url,
+            settings.policy.decision_path,
+            settings.policy.timeout_ms,
+            store,
+            settings.policy.switch_overlap_ms,
         ),
         authenticator=Authenticator(settings.auth, http),
         pool=UpstreamPool(settings.upstreams, os.environ),
@@ -232,7 +236,12 @@ async def public_readyz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready only when a verified version is active and OPA enforces a verified revision."""
+    """Ready only when a verified version is active and OPA enforces it.
+
+    OPA may lag the gateway by ``policy.switch_overlap_ms`` after a switch (its
+    answers still count meanwhile); beyond that, OPA enforcing a superseded
+    version (the new bundle did not compile in OPA, say) makes the gateway unready.
+    """
     gateway: Gateway = request.app.state.gateway
     active = gateway.store.active
     detail: dict[str, Any] = {
@@ -264,6 +273,16 @@ async def readyz(request: Request) -> Response:
         detail["opa_enforces"] = None if enforced is None else enforced.version
         if enforced is None:
             reasons.append(f"OPA has not activated a verified bundle (revision {revision!r})")
+        elif active is not None and enforced.revision != active.revision:
+            since = gateway.store.seconds_since_switch
+            lag = (
+                f"OPA still enforces version {enforced.version}; version {active.version} "
+                f"not activated by OPA for {since:.0f} s"
+            )
+            if since * 1000 > gateway.settings.policy.switch_overlap_ms:
+                reasons.append(lag)
+            else:
+                detail["switching"] = lag
     if gateway.recorder.state is State.ERROR:
         reasons.append("the decision log is failing")
     detail["ready"] = not reasons

@@ -15,16 +15,19 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from gateway.exceptions import ConfigError
+from gateway.redaction import redact_url
 
 ENV_PREFIX = "AGORA__"
 ENV_SEPARATOR = "__"
@@ -115,6 +118,8 @@ class Policy(_Strict):
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
     version: Annotated[int, Field(ge=0)] = 0
     """Version number reported for a locally pinned bundle (the chain assigns its own)."""
+    switch_overlap_ms: Annotated[int, Field(ge=0, le=60_000)] = 2000
+    """After a switch, how long OPA's answers from the superseded version still count."""
 
 
 class Auth(_Strict):
@@ -201,7 +206,18 @@ class Auth(_Strict):
         return any(s is not None for s in (self.jwks_url, self.public_key_file, self.secret_env))
 
 
+def _rpc_url_is_private(url: AnyHttpUrl) -> AnyHttpUrl:
+    """JSON-RPC answers decide the policy, and URLs carry keys: https, or http on loopback."""
+    if url.scheme != "https" and not _is_loopback(url.host):
+        raise ValueError(
+            f"{redact_url(str(url))} must use https "
+            "(plain http only on loopback: 127.0.0.1, ::1, localhost)"
+        )
+    return url
+
+
 def _is_loopback(host: str | None) -> bool:
+    """Whether a URL's host is this machine (plain http is acceptable only there)."""
     if host is None:
         return False
     if host == "localhost":
@@ -214,13 +230,25 @@ def _is_loopback(host: str | None) -> bool:
 
 class Governance(_Strict):
     chain: Literal["embedded", "rpc"] = "embedded"
-    rpc_urls: list[AnyHttpUrl] = []
+    rpc_urls: list[Annotated[AnyHttpUrl, AfterValidator(_rpc_url_is_private)]] = []
     registry: Annotated[str | None, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] = None
     confirmations: Annotated[int, Field(ge=0)] = 2
     poll_s: Annotated[float, Field(gt=0)] = 5.0
     bundle_dir: Path | None = None
     stale_after_s: Annotated[float, Field(gt=0)] = 300.0
     rpc_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    quorum: Annotated[int | None, Field(ge=1)] = None
+    """RPC nodes that must answer (and all that answer must agree); null: every one of them."""
+    chain_id: Annotated[int | None, Field(ge=1)] = None
+    """The chain id every RPC node must report; null: any, as long as they agree."""
+
+    @field_validator("quorum")
+    @classmethod
+    def _quorum_within_nodes(cls, value: int | None, info: ValidationInfo) -> int | None:
+        urls = info.data.get("rpc_urls") or []
+        if value is not None and value > max(len(urls), 1):
+            raise ValueError(f"{value} is more than the {len(urls)} rpc_urls configured")
+        return value
 
     @model_validator(mode="after")
     def _chain_is_reachable(self) -> Governance:

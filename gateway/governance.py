@@ -18,6 +18,7 @@ from gateway.config import Governance, Settings
 from gateway.exceptions import ConfigError
 from gateway.metrics import GatewayMetrics
 from gateway.pinning import PolicyStore
+from gateway.redaction import protect_logs
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -54,15 +55,19 @@ async def start_watcher(
             "pip install 'agora-gateway[chain]'"
         ) from exc
     config: Governance = settings.governance  # type: ignore[assignment]
-    executor = ThreadPoolExecutor(1, thread_name_prefix="agora-chain")
+    urls = [str(url) for url in config.rpc_urls]
+    protect_logs(urls, loggers=("agora.ratification",))
+    # One thread per node, so that a slow node does not delay the others; the
+    # embedded chain is not thread-safe and gets exactly one.
+    executor = ThreadPoolExecutor(max(len(urls), 1), thread_name_prefix="agora-chain")
     embedded: EmbeddedGovernance | None = None
     if config.chain == "embedded":
         embedded = await _start_embedded(settings, executor)
         registries = [RegistryClient(embedded.w3, embedded.deployment.registry)]
     else:
         registries = [
-            RegistryClient(_rpc_web3(str(url), config.rpc_timeout_s), config.registry or "")
-            for url in config.rpc_urls
+            RegistryClient(_rpc_web3(url, config.rpc_timeout_s), config.registry or "")
+            for url in urls
         ]
     watcher = RatificationWatcher(
         config, registries, store, BundleSource(http, config.bundle_dir), metrics, executor
@@ -72,10 +77,22 @@ async def start_watcher(
 
 
 def _rpc_web3(url: str, timeout_s: float) -> Web3:
-    """A Web3 on ``url`` that does not contact the node yet: a node down at start is not fatal."""
+    """A Web3 on ``url`` that does not contact the node yet: a node down at start is not fatal.
+
+    Redirects are not followed: the node that answers is the one configured
+    (a redirect's body is not a JSON-RPC answer, so it reads as a failed call).
+    Each call is tried once: the next poll is the retry, and a node that hangs
+    costs one timeout per call to a round, not web3's backoff on top.
+    """
     from web3 import HTTPProvider, Web3
 
-    return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout_s}))
+    return Web3(
+        HTTPProvider(
+            url,
+            request_kwargs={"timeout": timeout_s, "allow_redirects": False},
+            exception_retry_configuration=None,
+        )
+    )
 
 
 async def _start_embedded(settings: Settings, executor: ThreadPoolExecutor) -> EmbeddedGovernance:

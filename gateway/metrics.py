@@ -123,7 +123,7 @@ class GatewayMetrics:
         )
         self.bundle_verifications = Counter(
             BUNDLE_VERIFICATIONS,
-            "Ratified bundles checked, by result (ok, mismatch, unavailable).",
+            "Ratified bundles checked, by result (ok, mismatch, unavailable, invalid, error).",
             ["result"],
             registry=self.registry,
         )

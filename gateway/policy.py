@@ -1,8 +1,9 @@
 """The policy input document, and decisions asked of OPA through its Data API.
 
 A decision is only trusted when OPA names, through ``provenance``, the bundle
-revision that produced it and that revision is a version the gateway verified.
-Anything else (OPA down, slow, no decision, an unknown revision) is
+revision that produced it and that revision is the verified version in force
+(or, for a short overlap during a switch, the one it superseded). Anything else
+(OPA down, slow, no decision, an unknown or superseded revision) is
 PolicyUnavailable: the gateway fails closed.
 """
 
@@ -79,7 +80,14 @@ class Decision:
 class PolicyEngine:
     """Asks OPA for decisions at the configured path, within a hard timeout."""
 
-    def __init__(self, opa_url: str, decision_path: str, timeout_ms: int, store: PolicyStore):
+    def __init__(
+        self,
+        opa_url: str,
+        decision_path: str,
+        timeout_ms: int,
+        store: PolicyStore,
+        switch_overlap_ms: int,
+    ):
         parts = urlsplit(opa_url)
         self._client = AsyncOpaClient(
             host=parts.hostname or "127.0.0.1",
@@ -90,6 +98,7 @@ class PolicyEngine:
         )
         self._decision_path = decision_path
         self._timeout_s = timeout_ms / 1000
+        self._overlap_s = switch_overlap_ms / 1000
         self._store = store
 
     async def start(self) -> None:
@@ -101,12 +110,15 @@ class PolicyEngine:
     async def decide(self, facts: RequestFacts, caller: Caller) -> tuple[Decision, dict[str, Any]]:
         """The decision for a request, and the input document it was judged on.
 
-        If OPA answers from another verified version than the input named (a
-        switch in progress), the question is asked again with that version in the
-        input, so that the whole decision belongs to one version. The store moves
-        to a new version before OPA does, so one switch can cost two retries:
-        asked as v2, judged by v1; asked as v1, judged by v2 (OPA switched
-        meanwhile); asked as v2, judged by v2.
+        Only the version in force judges, and, for ``policy.switch_overlap_ms``
+        after a switch, the one it superseded (OPA activates the new bundle a
+        moment after the gateway does). If OPA answers from the other of the two
+        than the input named, the question is asked again with that version in
+        the input, so that the whole decision belongs to one version. The store
+        moves to a new version before OPA does, so one switch can cost two
+        retries: asked as v2, judged by v1; asked as v1, judged by v2 (OPA
+        switched meanwhile); asked as v2, judged by v2. An answer from any other
+        revision, or from the superseded one after the overlap, fails closed.
         """
         expected = self._store.active
         if expected is None:
@@ -114,15 +126,24 @@ class PolicyEngine:
         for _attempt in range(_ATTEMPTS):
             document = build_input(facts, caller, expected)
             result, revision = await self._query(document)
-            judged_by = self._store.lookup(revision)
+            judged_by = self._store.judge(revision, self._overlap_s)
             if judged_by is None:
-                raise PolicyUnavailable(
-                    f"OPA answered from unverified bundle revision {revision!r}"
-                )
+                raise PolicyUnavailable(self._refusal(revision))
             if judged_by.revision == expected.revision:
                 return _to_decision(result, judged_by), document
             expected = judged_by
         raise PolicyUnavailable("the policy version kept changing during one decision")
+
+    def _refusal(self, revision: str | None) -> str:
+        """Why an answer from ``revision`` does not count."""
+        known = self._store.lookup(revision)
+        active = self._store.active
+        if known is None or active is None:
+            return f"OPA answered from unverified bundle revision {revision!r}"
+        return (
+            f"OPA answered from superseded version {known.version}; version {active.version} "
+            f"is in force since {self._store.seconds_since_switch:.1f} s"
+        )
 
     async def revision(self) -> str | None:
         """The bundle revision OPA currently enforces (a cheap query), for readiness."""
@@ -147,10 +168,22 @@ class PolicyEngine:
             raise PolicyUnavailable(f"OPA answered HTTP {exc.status}") from exc
         except (aiohttp.ClientError, ValueError) as exc:
             raise PolicyUnavailable(f"OPA is unreachable: {exc}") from exc
-        bundles = (response.get("provenance") or {}).get("bundles") or {}
-        revisions = [b.get("revision") for b in bundles.values() if isinstance(b, dict)]
-        revision = revisions[0] if len(revisions) == 1 else None
-        return response.get("result"), revision
+        if not isinstance(response, dict):
+            raise PolicyUnavailable("OPA's answer is not a JSON object")
+        return response.get("result"), _revision_of(response)
+
+
+def _revision_of(response: dict[str, Any]) -> str | None:
+    """The one bundle revision OPA's ``provenance`` names; None if it names none or several
+    (a second bundle could contribute rules the digest does not cover).
+    """
+    provenance = response.get("provenance")
+    bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
+    if not isinstance(bundles, dict) or len(bundles) != 1:
+        return None
+    (entry,) = bundles.values()
+    revision = entry.get("revision") if isinstance(entry, dict) else None
+    return revision if isinstance(revision, str) else None
 
 
 def _to_decision(result: Any, version: PolicyVersion) -> Decision:

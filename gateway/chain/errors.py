@@ -10,6 +10,7 @@ presence, proposal outcome) live here too, so the wording stays consistent.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from web3.exceptions import (
 from gateway.chain.artifacts import CONTRACT_NAMES, load_artifact
 from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
 from gateway.exceptions import ChainError
+from gateway.redaction import redact_urls
 
 PROPOSAL_STATES = (
     "Pending",
@@ -172,7 +174,13 @@ def _describe_eth_tester_failure(exc: TransactionFailed) -> str:
 
 @contextmanager
 def chain_errors(action: str) -> Iterator[None]:
-    """Turn anything web3 or the transport raises while doing ``action`` into ``ChainError``."""
+    """Turn anything web3 or the transport raises while doing ``action`` into ``ChainError``.
+
+    Transport errors are described by their cause only (``Connection refused``,
+    ``HTTP 401``), never by their text: requests and urllib3 write the whole
+    URL, with the API key of a hosted node, into it. Other messages have their
+    URLs redacted to ``scheme://host[:port]``.
+    """
     try:
         yield
     except ChainError:
@@ -188,18 +196,35 @@ def chain_errors(action: str) -> Iterator[None]:
             f"{action}: the chain's JSON-RPC endpoint is unreachable ({_transport_reason(exc)}); "
             "is the node running, and is the URL right?"
         ) from exc
+    except json.JSONDecodeError as exc:
+        raise ChainError(
+            f"{action}: the node's answer is not JSON-RPC (an error page, or a redirect, "
+            "which is not followed)"
+        ) from exc
     except TimeExhausted as exc:
         raise ChainError(f"{action}: the transaction was not mined in time ({exc})") from exc
     except Web3RPCError as exc:
-        raise ChainError(f"{action}: the node refused the request: {exc.message}") from exc
+        message = redact_urls(str(exc.message))
+        raise ChainError(f"{action}: the node refused the request: {message}") from exc
     except Web3Exception as exc:
-        raise ChainError(f"{action}: {exc}") from exc
+        raise ChainError(f"{action}: {redact_urls(str(exc))}") from exc
 
 
 def _transport_reason(exc: BaseException) -> str:
-    """The root cause of a transport error (``Connection refused``), not urllib3's whole story."""
+    """The root cause of a transport error (``Connection refused``, ``HTTP 401 Unauthorized``).
+
+    Never the error's own text, which holds the URL.
+    """
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return f"HTTP {status} {getattr(response, 'reason', '') or ''}".rstrip()
     found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
-    return found.group(1).strip() if found else f"{exc.__class__.__name__}: {exc}"
+    if found:
+        return found.group(1).strip()
+    if isinstance(exc, TimeoutError) or "timeout" in exc.__class__.__name__.lower():
+        return "timed out"
+    return exc.__class__.__name__
 
 
 def check_chain_id(w3: Web3, expected: int | None) -> int:

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.bundle import Bundle
 from gateway.exceptions import BundleError, DigestMismatch
-from gateway.pinning import PolicyStore, _is_loopback, _prefer_wait
+from gateway.pinning import PolicyStore, _is_loopback, _prefer_wait, prepare_version
 
 
 def bundle(rule: str = "allow := true") -> Bundle:
@@ -84,3 +84,31 @@ def test_loopback_clients_only() -> None:
     assert not _is_loopback("testclient")
     # A service mesh's sidecar relays other pods' traffic from 127.0.0.6: not our own OPA.
     assert not _is_loopback("127.0.0.6") and not _is_loopback("::ffff:127.0.0.6")
+
+
+def test_only_the_active_version_judges_and_the_superseded_one_for_the_overlap() -> None:
+    store = PolicyStore()
+    assert store.judge("anything", overlap_s=60) is None
+    first = store.activate(bundle(), 1, None)
+    assert store.judge(first.revision, overlap_s=0) is first
+    second = store.activate(bundle("allow := false"), 2, None)
+    assert store.judge(second.revision, overlap_s=0) is second
+    assert store.judge(first.revision, overlap_s=60) is first  # OPA may not have switched yet
+    assert store.judge(first.revision, overlap_s=0) is None  # the overlap is over
+    assert store.judge(None, overlap_s=60) is None
+    third = store.activate(bundle("allow := input.x"), 3, None)
+    assert store.judge(first.revision, overlap_s=60) is None  # two switches ago
+    assert store.judge(second.revision, overlap_s=60) is second
+    assert store.lookup(first.revision) is first  # still known, for messages and /readyz
+    assert store.judge(third.revision, overlap_s=0) is third
+
+
+def test_preparing_a_version_touches_no_shared_state() -> None:
+    store = PolicyStore()
+    prepared = prepare_version(bundle(), 1, bundle().digest, ratified_block=7)
+    assert store.active is None and prepared.archive and prepared.activated_at == 0.0
+    installed = store.install(prepared)
+    assert store.active is installed and installed.ratified_block == 7
+    assert installed.activated_at > 0
+    with pytest.raises(BundleError, match=r"needs a \.manifest"):
+        prepare_version(Bundle({"agora/main.rego": b"package agora.main"}, "bare"), 2, None)

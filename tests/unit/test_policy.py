@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
+from aiohttp import web
+from starlette.applications import Starlette
+from starlette.routing import Route
 
+from gateway.app import readyz
 from gateway.auth import ANONYMOUS
 from gateway.bundle import Bundle
+from gateway.config import Settings
 from gateway.exceptions import PolicyUnavailable
+from gateway.lifecycle import State
 from gateway.pinning import PolicyStore
 from gateway.policy import PolicyEngine, RequestFacts, build_input
 
@@ -27,20 +37,64 @@ def bundle(rule: str) -> Bundle:
     return Bundle({".manifest": b"{}", "agora/main.rego": rule.encode()}, "test")
 
 
-class ScriptedEngine(PolicyEngine):
-    """The engine with OPA replaced by a script of (result, revision) answers."""
+def answer(result: Any, *revisions: str) -> dict[str, Any]:
+    """A Data API answer with ``provenance=true``, as OPA writes it."""
+    bundles = {f"bundle{i}": {"revision": revision} for i, revision in enumerate(revisions)}
+    return {
+        "result": result,
+        "provenance": {"version": "1.22.2", "build_commit": "x", "bundles": bundles},
+    }
 
-    def __init__(self, store: PolicyStore, answers: list[tuple[Any, str | None]]):
-        super().__init__("http://127.0.0.1:1", "agora/main", 100, store)
-        self.answers = answers
-        self.asked: list[int] = []
 
-    async def _query(
-        self, document: dict[str, Any] | None, path: str | None = None
-    ) -> tuple[Any, str | None]:
-        assert document is not None
-        self.asked.append(document["policy"]["version"])
-        return self.answers.pop(0)
+class FakeOpa:
+    """A loopback HTTP server speaking OPA's Data API, answering from a script."""
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+        self.asked: list[int | None] = []
+
+    async def data(self, request: web.Request) -> web.Response:
+        assert request.query.get("provenance") == "true"
+        document = (await request.json())["input"]
+        self.asked.append((document.get("policy") or {}).get("version"))
+        return web.json_response(self.answers.pop(0))
+
+
+@pytest.fixture
+async def opa() -> AsyncIterator[tuple[FakeOpa, str]]:
+    fake = FakeOpa()
+    app = web.Application()
+    app.router.add_post("/v1/data/{path:.*}", fake.data)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield fake, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def engine_for(
+    opa: tuple[FakeOpa, str],
+) -> AsyncIterator[Callable[..., Awaitable[tuple[PolicyEngine, FakeOpa]]]]:
+    fake, url = opa
+    engines: list[PolicyEngine] = []
+
+    async def make(
+        store: PolicyStore, *answers: Any, overlap_ms: int = 2000
+    ) -> tuple[PolicyEngine, FakeOpa]:
+        engine = PolicyEngine(url, "agora/main", 1000, store, overlap_ms)
+        await engine.start()
+        engines.append(engine)
+        fake.answers.extend(answers)
+        return engine, fake
+
+    yield make
+    for engine in engines:
+        await engine.stop()
 
 
 def two_versions() -> tuple[PolicyStore, str, str]:
@@ -50,53 +104,151 @@ def two_versions() -> tuple[PolicyStore, str, str]:
     return store, v1, v2
 
 
-async def test_a_decision_belongs_wholly_to_one_version_during_a_switch() -> None:
+EngineFor = Callable[..., Awaitable[tuple[PolicyEngine, FakeOpa]]]
+
+
+async def test_a_decision_belongs_wholly_to_one_version_during_a_switch(
+    engine_for: EngineFor,
+) -> None:
     store, v1, v2 = two_versions()
     # The store is on v2 before OPA; OPA switches between the first and second question.
-    engine = ScriptedEngine(
-        store, [({"allow": True}, v1), ({"allow": False}, v2), ({"allow": False}, v2)]
+    engine, opa = await engine_for(
+        store,
+        answer({"allow": True}, v1),
+        answer({"allow": False}, v2),
+        answer({"allow": False}, v2),
     )
     decision, document = await engine.decide(FACTS, ANONYMOUS)
-    assert engine.asked == [2, 1, 2]
+    assert opa.asked == [2, 1, 2]
     assert decision.version.version == 2 and document["policy"]["version"] == 2
     assert decision.allow is False
 
 
-async def test_an_unverified_revision_fails_closed() -> None:
+async def test_the_superseded_version_judges_within_the_overlap(engine_for: EngineFor) -> None:
+    store, v1, _ = two_versions()
+    # OPA has not switched yet: asked as v2, it answers from v1; asked again as v1, v1 judges.
+    engine, opa = await engine_for(
+        store, answer({"allow": True}, v1), answer({"allow": True}, v1), overlap_ms=60_000
+    )
+    decision, document = await engine.decide(FACTS, ANONYMOUS)
+    assert opa.asked == [2, 1]
+    assert decision.version.version == 1 and document["policy"]["version"] == 1
+    assert decision.allow is True
+
+
+async def test_the_superseded_version_fails_closed_after_the_overlap(
+    engine_for: EngineFor,
+) -> None:
+    store, v1, _ = two_versions()
+    engine, opa = await engine_for(store, answer({"allow": True}, v1), overlap_ms=50)
+    await asyncio.sleep(0.1)
+    with pytest.raises(PolicyUnavailable, match="superseded version 1; version 2 is in force"):
+        await engine.decide(FACTS, ANONYMOUS)
+    assert opa.asked == [2]
+
+
+async def test_only_the_version_just_superseded_overlaps(engine_for: EngineFor) -> None:
+    store, v1, _ = two_versions()
+    store.activate(bundle("allow := input.x"), 3, None)
+    engine, _ = await engine_for(store, answer({"allow": True}, v1), overlap_ms=60_000)
+    with pytest.raises(PolicyUnavailable, match="superseded version 1; version 3 is in force"):
+        await engine.decide(FACTS, ANONYMOUS)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param(answer({"allow": True}, "v9+sha256:forged"), id="unknown-revision"),
+        pytest.param({"result": {"allow": True}}, id="no-provenance"),
+        pytest.param(answer({"allow": True}), id="no-bundle"),
+        pytest.param(answer({"allow": True}, "v2+sha256:x", "v2+sha256:x"), id="two-bundles"),
+        pytest.param(
+            {"result": {"allow": True}, "provenance": {"bundles": {"agora": {"revision": 2}}}},
+            id="revision-not-a-string",
+        ),
+    ],
+)
+async def test_an_answer_without_one_verified_revision_fails_closed(
+    engine_for: EngineFor, response: dict[str, Any]
+) -> None:
     store, _, _ = two_versions()
-    engine = ScriptedEngine(store, [({"allow": True}, "v9+sha256:forged")])
+    engine, _ = await engine_for(store, response)
     with pytest.raises(PolicyUnavailable, match="unverified"):
         await engine.decide(FACTS, ANONYMOUS)
 
 
-async def test_no_decision_fails_closed_and_a_malformed_one_denies() -> None:
+async def test_an_answer_that_is_not_an_object_fails_closed(engine_for: EngineFor) -> None:
+    store, _, _ = two_versions()
+    engine, _ = await engine_for(store, [1, 2])
+    with pytest.raises(PolicyUnavailable, match="not a JSON object"):
+        await engine.decide(FACTS, ANONYMOUS)
+
+
+async def test_no_decision_fails_closed_and_a_malformed_one_denies(engine_for: EngineFor) -> None:
     store, _, v2 = two_versions()
+    engine, _ = await engine_for(store, answer(None, v2), answer({"allow": "yes"}, v2))
     with pytest.raises(PolicyUnavailable, match="no decision"):
-        await ScriptedEngine(store, [(None, v2)]).decide(FACTS, ANONYMOUS)
-    decision, _ = await ScriptedEngine(store, [({"allow": "yes"}, v2)]).decide(FACTS, ANONYMOUS)
+        await engine.decide(FACTS, ANONYMOUS)
+    decision, _ = await engine.decide(FACTS, ANONYMOUS)
     assert decision.allow is False and "malformed" in decision.reasons[0]
 
 
-async def test_a_deny_without_reasons_still_gives_one() -> None:
+async def test_a_deny_without_reasons_still_gives_one(engine_for: EngineFor) -> None:
     store, _, v2 = two_versions()
-    decision, _ = await ScriptedEngine(store, [({"allow": False}, v2)]).decide(FACTS, ANONYMOUS)
+    engine, _ = await engine_for(store, answer({"allow": False}, v2))
+    decision, _ = await engine.decide(FACTS, ANONYMOUS)
     assert decision.reasons == ["denied by policy"]
 
 
-async def test_no_active_version_fails_closed() -> None:
+async def test_no_active_version_fails_closed(engine_for: EngineFor) -> None:
+    engine, _ = await engine_for(PolicyStore())
     with pytest.raises(PolicyUnavailable, match="no verified policy"):
-        await ScriptedEngine(PolicyStore(), []).decide(FACTS, ANONYMOUS)
+        await engine.decide(FACTS, ANONYMOUS)
 
 
 async def test_opa_unreachable_fails_closed() -> None:
     store, _, _ = two_versions()
-    engine = PolicyEngine("http://127.0.0.1:9", "agora/main", 200, store)
+    engine = PolicyEngine("http://127.0.0.1:9", "agora/main", 200, store, 2000)
     await engine.start()
     try:
         with pytest.raises(PolicyUnavailable, match="unreachable"):
             await engine.decide(FACTS, ANONYMOUS)
     finally:
         await engine.stop()
+
+
+async def readiness(engine: PolicyEngine, store: PolicyStore, overlap_ms: int) -> httpx.Response:
+    """``GET /readyz`` of a gateway made of this store and engine (no other component)."""
+    app = Starlette(routes=[Route("/readyz", readyz)])
+    app.state.gateway = SimpleNamespace(
+        store=store,
+        engine=engine,
+        recorder=SimpleNamespace(name="decision_log", state=State.OK, detail="writing"),
+        opa=None,
+        watcher=None,
+        settings=Settings.model_validate(
+            {"auth": {"required": False}, "policy": {"switch_overlap_ms": overlap_ms}}
+        ),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        return await client.get("/readyz")
+
+
+async def test_readiness_says_when_opa_keeps_a_superseded_version(engine_for: EngineFor) -> None:
+    store, v1, v2 = two_versions()
+    engine, _ = await engine_for(store, answer(None, v1), answer(None, v1), answer(None, v2))
+    switching = await readiness(engine, store, overlap_ms=60_000)
+    assert switching.status_code == 200
+    assert switching.json()["switching"].startswith(
+        "OPA still enforces version 1; version 2 not activated by OPA for"
+    )
+    stuck = await readiness(engine, store, overlap_ms=0)
+    assert stuck.status_code == 503
+    assert stuck.json()["opa_enforces"] == 1
+    assert stuck.json()["reasons"][0].startswith("OPA still enforces version 1; version 2 not")
+    caught_up = await readiness(engine, store, overlap_ms=0)
+    assert caught_up.status_code == 200 and caught_up.json()["opa_enforces"] == 2
 
 
 def test_input_document_shape() -> None:
