@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check every hash and link; print the count and head hash",
         description="Check every record's hash and every link, across rotated files. "
         "Exit 0 and print the record count and head hash, or exit 1 naming the first "
-        "bad record (file:line, seq, reason).",
+        "bad record (file:line, seq, reason) and whether it is a write cut by a crash "
+        "(an unterminated last line) or an alteration.",
     )
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
     check.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
@@ -61,6 +62,7 @@ def run_verify(args: argparse.Namespace) -> int:
     files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
     if result.first_bad is not None:
         print(f"FAILED: {result.first_bad}")
+        print(f"this is {result.first_bad.diagnosis}")
         print(f"verified before it: {result.count} records, head {result.head or 'none'}")
         return 1
     print(f"OK: {result.count} records in {files}")
@@ -74,6 +76,7 @@ def run_stats(args: argparse.Namespace) -> int:
         counts = stats(expand(args.paths), partial=args.partial)
     except ChainBroken as exc:
         print(f"FAILED: {exc.bad}")
+        print(f"this is {exc.bad.diagnosis}")
         return 1
     except (DecisionLogError, OSError) as exc:
         print(f"agora log stats: {exc}", file=sys.stderr)

@@ -4,6 +4,10 @@ Files may be named in any order: they are put in chain order by the ``seq`` of
 their first record. Every line must be a valid record (hash, canonical form),
 ``seq`` must go up by one from 1, and every ``prev`` must be the ``hash`` of the
 record before it, across file boundaries. Files are streamed line by line.
+
+Only one kind of damage can come from a crash: an unterminated last line of
+the last file (a write cut short), which the writer sets aside when it
+starts. Any other bad line means the files were altered.
 """
 
 from __future__ import annotations
@@ -32,10 +36,19 @@ class BadRecord:
     seq: int | None
     """The ``seq`` the line claims, when it can be read."""
     reason: str
+    torn: bool = False
+    """An unterminated last line of the last file: a write cut by a crash, not an alteration."""
 
     def __str__(self) -> str:
         seq = "?" if self.seq is None else self.seq
         return f"{self.file}:{self.line} (seq {seq}): {self.reason}"
+
+    @property
+    def diagnosis(self) -> str:
+        """What the bad line means for the log: a crash's torn write, or tampering."""
+        if self.torn:
+            return "a write cut short by a crash; the gateway sets it aside when it starts"
+        return "a complete line that is not a valid link of the chain: the log was altered"
 
 
 @dataclass(frozen=True)
@@ -154,7 +167,8 @@ def _scan(
                     record = _read(raw)
                     _check_link(record, expected, head, first=count == 0, partial=partial)
                 except _Broken as exc:
-                    bad = BadRecord(path, number, exc.seq, exc.reason)
+                    torn = not raw.endswith(b"\n") and path == files[-1]
+                    bad = BadRecord(path, number, exc.seq, exc.reason, torn)
                     return VerifyResult(count, head, files, bad)
                 visit(record)
                 count += 1

@@ -120,6 +120,8 @@ def test_damaged_lines_are_named(log: tuple[Path, list[bytes]], damage: Any, rea
     assert result.first_bad is not None
     assert result.first_bad.line == 10
     assert reason in result.first_bad.reason
+    # Only an unterminated last line can be a crash's torn write; the rest is alteration.
+    assert result.first_bad.torn == (reason == "torn line")
 
 
 def split(tmp_path: Path, lines: list[bytes], sizes: list[int]) -> list[Path]:
@@ -218,7 +220,25 @@ def test_cli_verify(log: tuple[Path, list[bytes]], capsys: pytest.CaptureFixture
     lines[4] = lines[4].replace(b"d-000004", b"d-000005")
     write(path, lines)
     assert run("log", "verify", path) == 1
-    assert f"FAILED: {path}:5 (seq 5): hash mismatch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"FAILED: {path}:5 (seq 5): hash mismatch" in out
+    assert "the log was altered" in out
+
+
+def test_cli_verify_tells_a_torn_write_from_an_altered_last_line(
+    log: tuple[Path, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, lines = log
+    write(path, [*lines[:-1], lines[-1][:40]])  # unterminated: a write cut by a crash
+    assert run("log", "verify", path) == 1
+    out = capsys.readouterr().out
+    assert "torn line: no trailing newline" in out
+    assert "cut short by a crash" in out
+    write(path, [*lines[:-1], lines[-1].replace(b"d-000009", b"d-000010")])  # complete
+    assert run("log", "verify", path) == 1
+    out = capsys.readouterr().out
+    assert "hash mismatch" in out
+    assert "complete line" in out and "the log was altered" in out
 
 
 def test_cli_verify_a_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

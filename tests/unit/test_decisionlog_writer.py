@@ -327,8 +327,8 @@ async def test_recovery_sets_a_torn_last_line_aside_and_continues(
     assert [r["seq"] for r in records(path)] == list(range(1, 16))
 
 
-async def test_recovery_sets_aside_a_whole_last_line_whose_hash_is_wrong(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_recovery_refuses_a_complete_last_line_that_is_not_a_valid_record(
+    tmp_path: Path,
 ) -> None:
     writer = await started(config(tmp_path))
     for i in range(5):
@@ -336,16 +336,34 @@ async def test_recovery_sets_aside_a_whole_last_line_whose_hash_is_wrong(
     await writer.stop()
     path = tmp_path / "decisions.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
-    lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")
-    path.write_bytes(b"".join(lines))
+    lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")  # still ends in a newline
+    altered = b"".join(lines)
+    path.write_bytes(altered)
 
+    writer = DecisionLogWriter(config(tmp_path), environ=ENV)
+    with pytest.raises(DecisionLogError, match="complete but invalid") as caught:
+        await writer.start()
+    assert "hash mismatch" in str(caught.value)
+    assert "the log was altered" in str(caught.value)
+    assert "agora log verify" in str(caught.value)
+    assert writer.state is State.ERROR
+    assert path.read_bytes() == altered  # nothing set aside, nothing cut
+    assert not torn_files(tmp_path)
+
+
+async def test_recovery_refuses_an_invalid_line_before_a_torn_tail(tmp_path: Path) -> None:
     writer = await started(config(tmp_path))
-    assert "hash mismatch" in caplog.text
-    assert writer.count == 4
-    await writer.submit(decision(5))
+    for i in range(5):
+        await writer.submit(decision(i))
     await writer.stop()
-    assert [r["seq"] for r in records(path)] == [1, 2, 3, 4, 5]
-    assert verify([path]).ok
+    path = tmp_path / "decisions.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")
+    path.write_bytes(b"".join(lines) + torn_piece(6))
+    writer = DecisionLogWriter(config(tmp_path), environ=ENV)
+    with pytest.raises(DecisionLogError, match="complete but invalid"):
+        await writer.start()
+    assert not torn_files(tmp_path)
 
 
 async def test_recovery_refuses_damage_before_the_last_line(tmp_path: Path) -> None:
