@@ -5,13 +5,13 @@ See docs/decision-log.md for the record format, durability, rotation and
 """
 
 from gateway.decisionlog.errors import DecisionLogError, DecisionLogFull, RecordError
+from gateway.decisionlog.jcs import canonical_json
 from gateway.decisionlog.record import (
     OUTCOMES,
     RECORD_VERSION,
     Decision,
     Outcome,
     build_record,
-    canonical_json,
     outcome,
     seal,
     version_key,

@@ -12,17 +12,16 @@ exactly the bytes that were hashed (see docs/decision-log.md).
 
 from __future__ import annotations
 
-import decimal
 import hashlib
 import hmac
 import json
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.decisionlog.errors import RecordError
+from gateway.decisionlog.jcs import canonical_json
 
 RECORD_VERSION = 1
 
@@ -40,8 +39,6 @@ _REQUIRED = frozenset(
 )  # fmt: skip
 _OPTIONAL = frozenset({"body"})
 _CHAINED = ("seq", "prev", "hash")
-_MAX_SAFE_INT = 2**53 - 1
-_SORTED_COMPACT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,100 +183,6 @@ def format_time(moment: datetime) -> str:
     if moment.utcoffset() is None:
         raise ValueError("time must be timezone-aware")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical_json(value: object) -> bytes:
-    """RFC 8785 (JCS) serialization of a JSON value, UTF-8.
-
-    The C ``json`` encoder with sorted keys already produces JCS for values
-    without floats, integers beyond 2**53 - 1 or object keys outside the Basic
-    Multilingual Plane (Python sorts keys by code point, JCS by UTF-16 code
-    unit): records are such values, and take that fast path. Anything else
-    goes through the pure-Python encoder. Raise TypeError or ValueError for
-    what JSON cannot hold (NaN, non-string keys, lone surrogates, other types).
-    """
-    text = _SORTED_COMPACT.encode(value) if _plain(value) else "".join(_encode(value))
-    return text.encode()
-
-
-def _plain(value: object) -> bool:
-    """Whether the C encoder's output for ``value`` is already JCS."""
-    if value is None or isinstance(value, (str, bool)):
-        return True
-    if isinstance(value, int):
-        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
-    if isinstance(value, float):
-        # repr and ECMAScript agree on non-integral numbers that both write without exponent.
-        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str) or not (key.isascii() or max(key) < "\U00010000"):
-                return False
-            if not _plain(item):
-                return False
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(item) for item in value)
-    return False
-
-
-def _encode(value: object) -> Iterator[str]:
-    if value is None:
-        yield "null"
-    elif isinstance(value, bool):
-        yield "true" if value else "false"
-    elif isinstance(value, int):
-        # JSON numbers are IEEE doubles in JCS: a larger integer is written as the
-        # double it parses to, as an ECMAScript implementation would.
-        yield str(int(value)) if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else _number(float(value))
-    elif isinstance(value, float):
-        yield _number(value)
-    elif isinstance(value, str):
-        yield json.dumps(value, ensure_ascii=False)
-    elif isinstance(value, Mapping):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError("JSON object keys must be strings")
-        yield "{"
-        for index, key in enumerate(sorted(value, key=lambda k: k.encode("utf-16-be"))):
-            yield "," if index else ""
-            yield json.dumps(key, ensure_ascii=False)
-            yield ":"
-            yield from _encode(value[key])
-        yield "}"
-    elif isinstance(value, (list, tuple)):
-        yield "["
-        for index, item in enumerate(value):
-            yield "," if index else ""
-            yield from _encode(item)
-        yield "]"
-    else:
-        raise TypeError(f"{type(value).__name__} is not a JSON value")
-
-
-def _number(x: float) -> str:
-    """ECMAScript Number::toString (ECMA-262 7.1.12.1), which RFC 8785 prescribes.
-
-    ``repr`` gives the shortest digits that round-trip, as ECMAScript requires;
-    only their layout differs.
-    """
-    if not math.isfinite(x):
-        raise ValueError(f"{x} is not a JSON number")
-    if x == 0:
-        return "0"
-    if x < 0:
-        return "-" + _number(-x)
-    _, digit_tuple, exponent = decimal.Decimal(repr(x)).as_tuple()
-    assert isinstance(exponent, int)  # finite
-    point = len(digit_tuple) + exponent  # x = 0.<digits> * 10**point
-    digits = "".join(map(str, digit_tuple)).rstrip("0")
-    if len(digits) <= point <= 21:
-        return digits + "0" * (point - len(digits))
-    if 0 < point <= 21:
-        return digits[:point] + "." + digits[point:]
-    if -6 < point <= 0:
-        return "0." + "0" * -point + digits
-    mantissa = digits if len(digits) == 1 else digits[0] + "." + digits[1:]
-    return f"{mantissa}e{point - 1:+d}"
 
 
 def _latencies(latency: Mapping[str, int]) -> dict[str, int]:
