@@ -313,7 +313,7 @@ async def proxy(request: Request) -> Response:
     except PolicyUnavailable as exc:
         logger.warning("failing closed: %s", exc)
         outcome.policy_ns = time.perf_counter_ns() - auth_done
-        await gateway.recorder.record(outcome, status=503, reasons=[str(exc)])
+        await gateway.recorder.refused(outcome, 503, [str(exc)])
         return error_response(
             503, "policy decision unavailable; the request was not forwarded",
             "policy_unavailable", "policy_unavailable", headers, decision_id=decision_id,
@@ -325,7 +325,7 @@ async def proxy(request: Request) -> Response:
 
     # 4. Refuse what policy denies.
     if not decision.allow:
-        await gateway.recorder.record(outcome, status=403, reasons=decision.reasons)
+        await gateway.recorder.refused(outcome, 403, decision.reasons)
         return error_response(
             403,
             "Request denied by policy: " + "; ".join(decision.reasons),
@@ -337,18 +337,18 @@ async def proxy(request: Request) -> Response:
             reasons=decision.reasons,
         )
 
-    # 5. Forward what it allows (only if its record can be queued, when that must fail closed).
+    # 5. Forward what it allows, once its decision is in the log.
     try:
-        gateway.recorder.ensure_capacity()
+        await gateway.recorder.admit(outcome)
     except DecisionLogError as exc:
-        await gateway.recorder.record(outcome, status=503, reasons=[str(exc)])
+        await gateway.recorder.refused(outcome, 503, [str(exc)])
         return error_response(
             503, "the decision log cannot take more records; the request was not forwarded",
             "decision_log_unavailable", "decision_log_unavailable", headers,
         )  # fmt: skip
     if api == "models" and path.rstrip("/") == "/v1/models" and request.method == "GET":
         listing = await _list_models(gateway)
-        await gateway.recorder.record(outcome, status=200, reasons=decision.reasons)
+        await gateway.recorder.finished(outcome, 200, [])
         return JSONResponse(listing, headers=headers)
     forward_started = time.perf_counter_ns()
     try:
@@ -358,9 +358,7 @@ async def proxy(request: Request) -> Response:
     except UpstreamError as exc:
         status = 504 if isinstance(exc, UpstreamTimeout) else 502
         outcome.upstream_ns = time.perf_counter_ns() - forward_started
-        await gateway.recorder.record(
-            outcome, status=status, reasons=decision.reasons, upstream_error=str(exc)
-        )
+        await gateway.recorder.finished(outcome, status, [f"upstream: {exc}"])
         return error_response(
             status, str(exc), "upstream_error",
             "upstream_timeout" if status == 504 else "upstream_unavailable", headers,
@@ -368,11 +366,9 @@ async def proxy(request: Request) -> Response:
 
     async def finished(stream: StreamOutcome) -> None:
         outcome.upstream_ns = stream.upstream_us * 1000
-        error = None if stream.completed else stream.reason
         status = stream.status if stream.reason != "upstream_cut" else 502
-        await gateway.recorder.record(
-            outcome, status=status, reasons=decision.reasons, upstream_error=error
-        )
+        reasons = [] if stream.completed else [stream.reason]
+        await gateway.recorder.finished(outcome, status, reasons)
 
     return ProxyResponse(upstream_response, headers, forward_started, finished)  # type: ignore[return-value]
 

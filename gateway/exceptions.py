@@ -8,7 +8,9 @@ AgoraError
 ├── PolicyUnavailable      no decision: OPA down, slow, or no active policy (503)
 ├── UpstreamError          the model upstream failed (502)
 │   └── UpstreamTimeout    the model upstream did not answer in time (504)
-└── ChainError             the governance chain cannot be read or written
+├── ChainError             the governance chain cannot be read or written
+└── DecisionLogError       the decision log cannot take, write or read records (see
+                           gateway/decisionlog/errors.py for its subclasses)
 """
 
 from __future__ import annotations
@@ -54,3 +56,7 @@ class UpstreamTimeout(UpstreamError):
 
 class ChainError(AgoraError):
     """The governance chain (JSON-RPC or embedded) failed or returned something unexpected."""
+
+
+class DecisionLogError(AgoraError):
+    """The decision log cannot accept, write or read records: the request fails closed."""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from gateway.decisionlog.errors import DecisionLogError
 from gateway.decisionlog.files import expand
-from gateway.decisionlog.record import OUTCOMES
-from gateway.decisionlog.verify import ChainBroken, LogStats, stats, verify
+from gateway.decisionlog.tally import Figure, LogStats
+from gateway.decisionlog.verify import ChainBroken, stats, verify
 
 _PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
 _PARTIAL_HELP = (
@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "stats",
         help="count decisions per policy version and outcome (verifies first)",
         description="Recount decisions per policy version and outcome (allowed, denied, "
-        "failed_closed) from files whose chain verifies; exit 1 if it does not.",
+        "failed_closed), and how allowed requests ended (forwarded_ok, upstream_failed, "
+        "incomplete), from files whose chain verifies; exit 1 if it does not.",
     )
     count.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
     count.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
@@ -85,19 +86,19 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+_COLUMNS: tuple[Figure, ...] = (
+    "allowed", "denied", "failed_closed", "total", "forwarded_ok", "upstream_failed", "incomplete"
+)  # fmt: skip
+
+
 def _table(counts: LogStats) -> str:
-    header = ["version", *OUTCOMES, "total", "digest"]
+    header = ["version", *_COLUMNS, "digest"]
     rows = [
-        [
-            version,
-            *(str(entry[o]) for o in OUTCOMES),
-            str(entry["total"]),
-            " ".join(entry["digests"]),
-        ]
+        [version, *(str(entry[c]) for c in _COLUMNS), " ".join(entry["digests"])]
         for version, entry in counts["by_version"].items()
     ]
     totals = counts["totals"]
-    rows.append(["all", *(str(totals[o]) for o in OUTCOMES), str(totals["total"]), ""])
+    rows.append(["all", *(str(totals[c]) for c in _COLUMNS), ""])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]  # fmt: skip

@@ -17,11 +17,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from gateway.decisionlog.errors import DecisionLogError, RecordError
 from gateway.decisionlog.files import first_seq_in_name
-from gateway.decisionlog.record import outcome, parse_line, version_key
+from gateway.decisionlog.record import parse_line
+from gateway.decisionlog.tally import LogStats, Tally
 
 _SEQ = re.compile(rb'"seq":(\d+)')
 
@@ -76,26 +77,6 @@ class ChainBroken(DecisionLogError):
         self.bad = bad
 
 
-class OutcomeCounts(TypedDict):
-    allowed: int
-    denied: int
-    failed_closed: int
-    total: int
-
-
-class VersionStats(OutcomeCounts):
-    digests: list[str]
-    """Bundle digests seen with this version: one, unless something is very wrong."""
-
-
-class LogStats(TypedDict):
-    count: int
-    head: str | None
-    totals: OutcomeCounts
-    by_version: dict[str, VersionStats]
-    """Keyed by policy version (``"none"`` when no policy was active), in version order."""
-
-
 def verify(paths: Iterable[Path], *, partial: bool = False) -> VerifyResult:
     """Check every hash and link of the chain stored in ``paths`` (any order).
 
@@ -107,36 +88,15 @@ def verify(paths: Iterable[Path], *, partial: bool = False) -> VerifyResult:
 
 
 def stats(paths: Iterable[Path], *, partial: bool = False) -> LogStats:
-    """Counts per policy version and outcome, from files that verify; raise ChainBroken."""
-    totals = OutcomeCounts(allowed=0, denied=0, failed_closed=0, total=0)
-    by_version: dict[str, VersionStats] = {}
+    """Counts per policy version and outcome, from files that verify; raise ChainBroken.
 
-    def count(record: dict[str, Any]) -> None:
-        key = version_key(record["policy"]["version"])
-        entry = by_version.get(key)
-        if entry is None:
-            entry = by_version[key] = VersionStats(
-                allowed=0, denied=0, failed_closed=0, total=0, digests=[]
-            )
-        kind = outcome(record["allow"], record["status"])
-        entry[kind] += 1
-        entry["total"] += 1
-        totals[kind] += 1
-        totals["total"] += 1
-        digest = record["policy"]["digest"]
-        if digest is not None and digest not in entry["digests"]:
-            entry["digests"].append(digest)
-
-    result = _scan(paths, partial, count)
+    See :mod:`gateway.decisionlog.tally` for what each figure counts.
+    """
+    tally = Tally()
+    result = _scan(paths, partial, tally.add_record)
     if result.first_bad is not None:
         raise ChainBroken(result.first_bad)
-    order = sorted(by_version, key=lambda k: (k == "none", int(k) if k != "none" else 0))
-    return LogStats(
-        count=result.count,
-        head=result.head,
-        totals=totals,
-        by_version={key: by_version[key] for key in order},
-    )
+    return tally.snapshot(result.count, result.head)
 
 
 def chain_order(paths: Iterable[Path]) -> list[Path]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import rfc8785
 
-from gateway.decisionlog import canonical_json
+from gateway.decisionlog import canonical_json, input_sha256
 from gateway.decisionlog.jcs import costly_to_encode
 
 ALPHABET = 'az AZ09_"\\/\x00\x1f\x7f\b\f\n\r\té中\u2028\ue000\uffff🚀\U0001f600\U00010000'
@@ -123,6 +123,7 @@ def test_10000_deep_nesting_is_encoded_without_recursion() -> None:
         objects = {"k": objects}
     assert canonical_json(arrays) == b"[" * depth + b"0.5" + b"]" * depth
     assert canonical_json(objects) == b'{"k":' * depth + b"1" + b"}" * depth
+    assert input_sha256({"request": {"body": objects}}).startswith("sha256:")
     assert costly_to_encode(arrays)
 
 
