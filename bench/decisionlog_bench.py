@@ -1,13 +1,19 @@
-"""Decision log throughput per durability mode: records per second and submit latency.
+"""Decision log cost on the request path: the admit call per durability mode, and large inputs.
 
-    .venv/bin/python bench/decisionlog_bench.py [--records N] [--concurrency C] [--repeat R]
+    .venv/bin/python bench/decisionlog_bench.py [--records N] [--repeat R] [--dir DIR]
 
-Concurrent producers submit decisions to one writer; the time runs from the
-first submit to ``stop()`` returning, with everything on disk. Rows whose submit
-returns "after fsync" use ``submit(..., durable=True)``. Each row is the median
-run (by records/s) of ``--repeat`` runs, as shared machines are noisy. The last
-line times ``verify`` over one of the files. Prints a markdown table; a
-measurement, never a pass/fail test.
+1. ``DecisionRecorder.admit`` (the allow decision's record, queued before a
+   request is forwarded) at 1 and 32 concurrent submitters, per durability mode:
+   admits per second, p50 and p99 of the call, and records per fsync (the
+   group-commit size). With ``record`` the call returns once its record is
+   fsynced; with ``batch`` and ``interval`` (default ``interval_ms``, 1000),
+   once it is queued. Each row is the median run (by admits/s) of ``--repeat``
+   runs: shared machines are noisy.
+2. The same call for a request of about 1 MB of floats: how long the call
+   takes, and the longest stall of the event loop meanwhile (a 1 ms ticker).
+3. ``verify`` over one of the files.
+
+Prints markdown; a measurement, never a pass/fail test.
 """
 
 from __future__ import annotations
@@ -16,80 +22,121 @@ import argparse
 import asyncio
 import os
 import platform
+import random
 import statistics
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from gateway.auth import Caller
 from gateway.config import DecisionLog
-from gateway.decisionlog import Decision, DecisionLogWriter, verify
+from gateway.decisionlog import verify
+from gateway.decisions import DecisionRecorder, Outcome
+from gateway.metrics import GatewayMetrics
+from gateway.pinning import PolicyVersion
+from gateway.policy import Decision, RequestFacts
 
-KEY_ENV = {"BENCH_CALLER_KEY": "bench-key-" + "0" * 22}
-
-
-def decisions(count: int) -> list[Decision]:
-    now = datetime.now(UTC)
-    return [
-        Decision(
-            decision_id=f"bench-{i:08d}",
-            time=now,
-            policy_version=7,
-            policy_digest="sha256:" + "ab" * 32,
-            caller_sub=f"user-{i % 100}",
-            api="chat.completions",
-            model="gpt-4o-mini",
-            upstream="openai",
-            allow=i % 10 != 0,
-            reasons=[] if i % 10 else ["model not allowed for group"],
-            status=200 if i % 10 else 403,
-            latency_us={"auth": 35, "policy": 410, "upstream": 180_000, "total": 180_600},
-            input_document={
-                "request": {
-                    "model": "gpt-4o-mini",
-                    "temperature": 0.7,
-                    "max_tokens": 256,
-                    "messages": [{"role": "user", "content": "Summarise this text. " * 8}],
-                },
-                "caller": {"sub": f"user-{i % 100}", "groups": ["staff"]},
-                "headers": {"user-agent": "bench/1.0"},
-            },
-        )
-        for i in range(count)
-    ]
+KEY_ENV = "BENCH_CALLER_KEY"
+VERSION = PolicyVersion(version=7, digest="sha256:" + "ab" * 32, source="bench", archive=b"")
 
 
-async def run(
-    directory: Path, durability: str, durable: bool, count: int, concurrency: int
-) -> tuple[float, float, float]:
-    """Records per second, and p50 and p99 submit latency in microseconds."""
-    path = directory / f"{durability}-{'durable' if durable else 'queued'}.jsonl"
+def request(i: int, body: dict[str, Any] | None = None) -> Outcome:
+    """An allowed chat completion as the request path has it when it calls ``admit``."""
+    body = body or {
+        "model": "gpt-4o-mini",
+        "temperature": 0.7,
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Summarise this text. " * 8}],
+    }
+    facts = RequestFacts(
+        api="chat.completions", model="gpt-4o-mini", stream=False, body=body, method="POST",
+        path="/v1/chat/completions", query={}, headers={"user-agent": "bench/1.0"},
+        upstream="openai",
+    )  # fmt: skip
+    return Outcome(
+        decision_id=f"bench-{i:08d}",
+        facts=facts,
+        caller=Caller(authenticated=True, sub=f"user-{i % 100}", claims={"groups": ["staff"]}),
+        started_ns=time.perf_counter_ns(),
+        auth_ns=35_000,
+        policy_ns=410_000,
+        decision=Decision(allow=True, reasons=[], version=VERSION),
+        input_document={
+            "request": {"body": body, "headers": facts.headers},
+            "caller": {"sub": f"user-{i % 100}", "groups": ["staff"]},
+        },
+    )
+
+
+async def started(path: Path, durability: str) -> DecisionRecorder:
     config = DecisionLog(
         path=path,
         durability=durability,  # type: ignore[arg-type]
-        caller_hash_key_env="BENCH_CALLER_KEY",
+        caller_hash_key_env=KEY_ENV,
     )
-    writer = DecisionLogWriter(config, environ=KEY_ENV)
-    await writer.start()
-    batch = decisions(count)
+    recorder = DecisionRecorder(config, GatewayMetrics())
+    await recorder.start()
+    return recorder
+
+
+async def admits(
+    path: Path, durability: str, count: int, concurrency: int
+) -> tuple[float, float, float, float]:
+    """Admits per second, p50 and p99 of the call in microseconds, and records per fsync."""
+    recorder = await started(path, durability)
+    outcomes = [request(i) for i in range(count)]
     latencies: list[int] = []
 
-    async def producer(start: int) -> None:
+    async def submitter(start: int) -> None:
         for i in range(start, count, concurrency):
             began = time.perf_counter_ns()
-            await writer.submit(batch[i], durable=durable)
+            await recorder.admit(outcomes[i])
             latencies.append(time.perf_counter_ns() - began)
+            await asyncio.sleep(0)  # a request does other work before its next decision
 
     began = time.perf_counter()
-    await asyncio.gather(*(producer(p) for p in range(concurrency)))
-    await writer.stop()
+    await asyncio.gather(*(submitter(s) for s in range(concurrency)))
     elapsed = time.perf_counter() - began
+    await recorder.stop()
     result = verify([path])
     if not result.ok or result.count != count:
         raise SystemExit(f"{path}: log does not verify ({result})")
     cuts = statistics.quantiles(latencies, n=100)
-    return count / elapsed, cuts[49] / 1000, cuts[98] / 1000
+    per_sync = count / max(1, recorder.writer.syncs)
+    return count / elapsed, cuts[49] / 1000, cuts[98] / 1000, per_sync
+
+
+def float_body(size: int, seed: int = 1) -> dict[str, Any]:
+    """About ``size`` bytes of JSON: a list of floats of mixed magnitude, as embeddings have."""
+    rng = random.Random(seed)
+    values = [rng.gauss(0, 1) * 10 ** rng.randint(-6, 2) for _ in range(size // 22)]
+    return {"model": "gpt-4o-mini", "input": values}
+
+
+async def large_input(path: Path) -> tuple[float, float]:
+    """The admit call for a ~1 MB float body: its duration and the longest loop stall, in ms."""
+    recorder = await started(path, "batch")
+    outcome = request(0, float_body(1_000_000))
+    stalls: list[float] = []
+    running = True
+
+    async def ticker() -> None:
+        while running:
+            began = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stalls.append(time.perf_counter() - began - 0.001)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    began = time.perf_counter()
+    await recorder.admit(outcome)
+    took = time.perf_counter() - began
+    running = False
+    await tick
+    await recorder.stop()
+    return took * 1000, max(stalls) * 1000
 
 
 def machine(directory: Path) -> str:
@@ -113,42 +160,34 @@ def machine(directory: Path) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=20_000, help="records per row")
-    parser.add_argument(
-        "--durable-records", type=int, default=5_000, help="records per durable=True row"
-    )
-    parser.add_argument("--concurrency", type=int, default=64, help="concurrent producers")
+    parser.add_argument("--records", type=int, default=2_000, help="admits per row")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: temp)")
     args = parser.parse_args()
-    rows = [
-        ("record", False, args.records),
-        ("batch", False, args.records),
-        ("interval", False, args.records),
-        ("record", True, args.durable_records),
-        ("batch", True, args.durable_records),
-    ]
+    os.environ.setdefault(KEY_ENV, "bench-key-" + "0" * 22)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         directory = Path(tmp)
-        print(f"Machine: {machine(directory)}; {args.concurrency} concurrent producers.\n")
-        print("| durability | submit returns | records | records/s | submit p50 | submit p99 |")
-        print("|---|---|---:|---:|---:|---:|")
-        for durability, durable, count in rows:
-            runs = []
-            for attempt in range(args.repeat):
-                target = directory / str(attempt)
-                target.mkdir(exist_ok=True)
-                runs.append(await run(target, durability, durable, count, args.concurrency))
-            rate, p50, p99 = sorted(runs)[len(runs) // 2]
-            waits = "after fsync" if durable else "when queued"
-            cells = [durability, waits, str(count), f"{rate:,.0f}"]
-            cells += [f"{p50:,.0f} µs", f"{p99:,.0f} µs"]
-            print("| " + " | ".join(cells) + " |", flush=True)
-        sample = directory / "0" / "batch-queued.jsonl"
+        print(f"Machine: {machine(directory)}.\n")
+        print("| durability | admit returns | submitters | admits/s | p50 | p99 | records/fsync |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for durability in ("record", "batch", "interval"):
+            for concurrency in (1, 32):
+                runs = []
+                for attempt in range(args.repeat):
+                    path = directory / f"{durability}-{concurrency}-{attempt}.jsonl"
+                    runs.append(await admits(path, durability, args.records, concurrency))
+                rate, p50, p99, per_sync = sorted(runs)[len(runs) // 2]
+                returns = "after fsync" if durability == "record" else "when queued"
+                cells = [durability, returns, str(concurrency), f"{rate:,.0f}"]
+                cells += [f"{p50:,.0f} µs", f"{p99:,.0f} µs", f"{per_sync:,.1f}"]
+                print("| " + " | ".join(cells) + " |", flush=True)
+        took, stall = await large_input(directory / "large.jsonl")
+        print(f"\nadmit of a ~1 MB float body: {took:,.1f} ms; longest loop stall {stall:,.1f} ms")
+        sample = directory / "batch-32-0.jsonl"
         began = time.perf_counter()
         count = verify([sample]).count
         rate = count / (time.perf_counter() - began)
-        print(f"\nagora log verify: {rate:,.0f} records/s ({count} records, one file)")
+        print(f"agora log verify: {rate:,.0f} records/s ({count} records, one file)")
 
 
 if __name__ == "__main__":

@@ -389,7 +389,7 @@ async def proxy(request: Request) -> Response:
     except PolicyUnavailable as exc:
         logger.warning("failing closed: %s", exc)
         outcome.policy_ns = time.perf_counter_ns() - auth_done
-        await gateway.recorder.record(outcome, status=503, reasons=[str(exc)])
+        await gateway.recorder.refused(outcome, 503, [str(exc)])
         return error_response(
             503, "policy decision unavailable; the request was not forwarded",
             "policy_unavailable", "policy_unavailable", headers, decision_id=decision_id,
@@ -409,27 +409,26 @@ async def proxy(request: Request) -> Response:
         )
     except ObligationRefused as exc:
         reasons = reasons if not decision.allow else [str(exc)]
-        await gateway.recorder.record(outcome, status=403, reasons=reasons, allow=False)
+        await gateway.recorder.refused(outcome, 403, reasons)
         return error_response(
             403, "Request denied by policy: " + "; ".join(reasons), "policy_denied",
             "policy_denied", headers, decision_id=decision_id,
             policy_version=decision.version.version, reasons=reasons,
         )  # fmt: skip
 
-    # 5. Forward what it allows, only once its decision is queued for the log.
-    outcome.obligations = forwarded.applied
+    # 5. Forward what it allows, once its decision is in the log.
     try:
-        gateway.recorder.ensure_capacity()
+        await gateway.recorder.admit(outcome, forwarded.applied)
     except DecisionLogError as exc:
-        await gateway.recorder.record(outcome, status=503, reasons=[str(exc)], allow=False)
+        await gateway.recorder.refused(outcome, 503, [str(exc)])
         return error_response(
-            503, "the decision log cannot take more records; the request was not forwarded",
+            503, "the decision log cannot take this decision; the request was not forwarded",
             "decision_log_unavailable", "decision_log_unavailable", headers,
             decision_id=decision_id,
         )  # fmt: skip
     if api == "models" and target.path == "/v1/models":
         listing = await _list_models(gateway)
-        await gateway.recorder.record(outcome, status=200, reasons=reasons)
+        await gateway.recorder.finished(outcome, 200, [])
         return JSONResponse(listing, headers=headers)
     forward_started = time.perf_counter_ns()
     try:
@@ -445,9 +444,7 @@ async def proxy(request: Request) -> Response:
     except UpstreamError as exc:
         status = 504 if isinstance(exc, UpstreamTimeout) else 502
         outcome.upstream_ns = time.perf_counter_ns() - forward_started
-        await gateway.recorder.record(
-            outcome, status=status, reasons=reasons, upstream_error=str(exc)
-        )
+        await gateway.recorder.finished(outcome, status, [f"upstream: {exc}"])
         return error_response(
             status, str(exc), "upstream_error",
             "upstream_timeout" if status == 504 else "upstream_unavailable", headers,
@@ -455,9 +452,10 @@ async def proxy(request: Request) -> Response:
 
     async def finished(stream: StreamOutcome) -> None:
         outcome.upstream_ns = stream.upstream_us * 1000
-        error = None if stream.completed else stream.reason
         status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
-        await gateway.recorder.record(outcome, status=status, reasons=reasons, upstream_error=error)
+        await gateway.recorder.finished(
+            outcome, status, [] if stream.completed else [stream.reason]
+        )
 
     return ProxyResponse(  # type: ignore[return-value]
         upstream_response, headers, forward_started, finished, upstream.timeout.total

@@ -1,21 +1,39 @@
-"""Recording each decision: one place that feeds both the decision log and the metrics.
+"""Recording each decision: one place that feeds the decision log, the metrics and the counts.
 
-A decision is recorded once its request is over (for a stream, when the stream
-ends), so the record holds the final status and the upstream time.
+The request path records a decision before it acts on it:
+
+- a refused request (403 by policy, 503 failing closed, ...) gets one record,
+  ``refused()``, before the refusal is sent;
+- an allowed request gets its decision record, ``admit()``, before anything is
+  forwarded; if that record cannot be queued (or, with ``durability: record``,
+  fsynced), ``admit`` raises and the request must be refused instead; when the
+  response is over, ``finished()`` adds an outcome record naming the same
+  ``decision_id`` (status, latencies, how it ended).
+
+So a crash never leaves a forwarded request out of the log: at worst its
+outcome record is missing, and ``agora log stats`` counts it as incomplete.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.auth import Caller
 from gateway.config import DecisionLog
-from gateway.decisionlog.errors import DecisionLogError
+from gateway.decisionlog.errors import (
+    DecisionLogError,
+    DecisionLogUnavailable,
+    UnrecordableDecision,
+)
+from gateway.decisionlog.jcs import costly_to_encode
 from gateway.decisionlog.record import Decision as LogEntry
+from gateway.decisionlog.record import Event, input_sha256
 from gateway.decisionlog.record import outcome as outcome_label
 from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.lifecycle import State
@@ -42,11 +60,14 @@ class Outcome:
     upstream_ns: int = 0
     decision: Decision | None = None
     input_document: dict[str, Any] | None = None
-    obligations: dict[str, int] = field(default_factory=dict)
+    input_sha256: str | None = None
+    """Hash of ``input_document``, computed once for the request's records."""
+    admitted: bool = False
+    """Its allow decision is in the log (``admit`` returned); ``finished`` is still due."""
 
 
 class DecisionRecorder:
-    """Hands each decision to the decision-log writer and counts it in the metrics."""
+    """Hands each decision to the decision-log writer, and counts it in metrics and counts."""
 
     name = "decision_log"
 
@@ -62,14 +83,6 @@ class DecisionRecorder:
     def state(self) -> State:
         return self._writer.state
 
-    def ensure_capacity(self) -> None:
-        """Raise DecisionLogFull before forwarding when a full queue must fail closed.
-
-        Records are submitted when a response ends; checking first means an allowed
-        request is never forwarded when its record could not be queued.
-        """
-        self._writer.ensure_room()
-
     @property
     def detail(self) -> str:
         return self._writer.detail
@@ -77,6 +90,168 @@ class DecisionRecorder:
     @property
     def writer(self) -> DecisionLogWriter:
         return self._writer
+
+    async def start(self) -> None:
+        await self._writer.start()
+        await self.counts.load(self._config.path)
+
+    async def stop(self) -> None:
+        await self._writer.stop()
+
+    async def refused(self, outcome: Outcome, status: int, reasons: list[str]) -> None:
+        """Record a refusal (``allow: false``, its status) before it is sent. Never raises.
+
+        Use it for every refused decision, including an allowed one that could
+        not be admitted. With ``durability: record`` it returns once the record
+        is fsynced, unless the log is failing (then once it is queued, so that
+        refusals are not held up by the disk). A record that cannot be queued is
+        counted (``agora_decision_log_submit_errors_total``) and logged.
+        """
+        self._count_decision(outcome, outcome_label(False, status))
+        durable = self._config.durability == "record" and self._writer.state is not State.ERROR
+        try:
+            entry = self._entry(
+                outcome, await self._input_hash(outcome), allow=False, status=status,
+                reasons=reasons, upstream_ns=outcome.upstream_ns,
+            )  # fmt: skip
+            await self._writer.submit(entry, durable=durable)
+        except DecisionLogError as exc:
+            self._metrics.log_submit_errors.inc()
+            logger.error("refusal %s could not be logged: %s", outcome.decision_id, exc)
+            return
+        self.counts.add(entry)
+
+    async def admit(
+        self, outcome: Outcome, obligations: Mapping[str, object] | None = None
+    ) -> None:
+        """Record an allowed decision before anything is forwarded; raise if it cannot be.
+
+        ``obligations`` are the constraints applied to what is forwarded (for
+        example ``{"max_tokens": 256}``), stored with the decision. With
+        ``durability: record`` this returns once the record is fsynced (sharing
+        the fsync with concurrent admissions); otherwise once it is queued.
+
+        Raise DecisionLogError when the request must not be forwarded: the log
+        is failing or not running (DecisionLogUnavailable), its queue is full
+        with ``on_full: fail_closed`` (DecisionLogFull), or the record cannot be
+        built (UnrecordableDecision). The caller then answers 503 and records
+        that with :meth:`refused`. A failed admission is counted in
+        ``agora_decision_log_admission_failures_total``.
+        """
+        decision = outcome.decision
+        if decision is None or not decision.allow:
+            raise ValueError("admit() takes a request whose policy decision allows it")
+        try:
+            if self._writer.state is State.ERROR:
+                raise DecisionLogUnavailable(f"the decision log is failing: {self._writer.detail}")
+            entry = self._entry(
+                outcome, await self._input_hash(outcome), allow=True, status=None,
+                reasons=decision.reasons, upstream_ns=0, obligations=obligations,
+            )  # fmt: skip
+            await self._writer.submit(entry, durable=self._config.durability == "record")
+        except DecisionLogError as exc:
+            self._metrics.log_admission_failures.inc()
+            logger.warning("request %s not forwarded: %s", outcome.decision_id, exc)
+            raise
+        outcome.admitted = True
+        self._count_decision(outcome, "allowed")
+        self.counts.add(entry)
+
+    async def finished(self, outcome: Outcome, status: int, reasons: list[str]) -> None:
+        """Record how an admitted request ended: the outcome record. Never raises.
+
+        ``status`` is what the caller got (502/504 when the upstream failed);
+        ``reasons`` say what went wrong, if anything (``upstream: ...``,
+        ``client_disconnected``, ``upstream_cut``). Returns once queued. A record
+        that cannot be queued is counted and logged; the decision then stays
+        incomplete in the log's counts.
+        """
+        if not outcome.admitted:
+            logger.error("request %s finished without an admitted decision", outcome.decision_id)
+            return
+        outcome.admitted = False  # one outcome per decision
+        if outcome.upstream_ns:
+            self._metrics.upstream_latency.labels(
+                outcome.facts.upstream or "", str(status)
+            ).observe(outcome.upstream_ns / 1e9)
+        assert outcome.input_sha256 is not None  # computed by admit()
+        entry = self._entry(
+            outcome, outcome.input_sha256, allow=None, status=status, reasons=reasons,
+            upstream_ns=outcome.upstream_ns, event="outcome", at=datetime.now(UTC),
+        )  # fmt: skip
+        try:
+            await self._writer.submit(entry)
+        except DecisionLogError as exc:
+            self._metrics.log_submit_errors.inc()
+            logger.error("outcome of %s could not be logged: %s", outcome.decision_id, exc)
+            return
+        self.counts.add(entry)
+
+    def _entry(
+        self,
+        outcome: Outcome,
+        digest: str,
+        *,
+        allow: bool | None,
+        status: int | None,
+        reasons: list[str],
+        upstream_ns: int,
+        obligations: Mapping[str, object] | None = None,
+        event: Event = "decision",
+        at: datetime | None = None,
+    ) -> LogEntry:
+        version = outcome.decision.version if outcome.decision is not None else None
+        return LogEntry(
+            decision_id=outcome.decision_id,
+            time=at or outcome.time,
+            policy_version=version.version if version else None,
+            policy_digest=version.digest if version else None,
+            caller_sub=outcome.caller.sub,
+            api=outcome.facts.api,
+            model=outcome.facts.model,
+            upstream=outcome.facts.upstream,
+            allow=allow,
+            reasons=list(reasons),
+            status=status,
+            latency_us={
+                "auth": outcome.auth_ns // 1000,
+                "policy": outcome.policy_ns // 1000,
+                "upstream": upstream_ns // 1000,
+                "total": (time.perf_counter_ns() - outcome.started_ns) // 1000,
+            },
+            input_sha256=digest,
+            event=event,
+            obligations=obligations,
+            body=outcome.facts.body,
+        )
+
+    async def _input_hash(self, outcome: Outcome) -> str:
+        """The request's ``input_sha256``, hashed once; in a worker thread when the input is large.
+
+        A large body hashed on the event loop would stall every other request
+        (long enough for their policy queries to time out).
+        """
+        if outcome.input_sha256 is None:
+            document = outcome.input_document or {}
+            try:
+                if costly_to_encode(document):
+                    outcome.input_sha256 = await asyncio.to_thread(input_sha256, document)
+                else:
+                    outcome.input_sha256 = input_sha256(document)
+            except (ValueError, TypeError) as exc:
+                raise UnrecordableDecision(f"the policy input cannot be hashed: {exc}") from exc
+        return outcome.input_sha256
+
+    def _count_decision(self, outcome: Outcome, label: str) -> None:
+        """One decision, counted once: by outcome, API, model and policy version."""
+        version = outcome.decision.version if outcome.decision is not None else None
+        self._metrics.decisions.labels(
+            label,
+            outcome.facts.api,
+            self._model_label(outcome.facts.model),
+            str(version.version) if version else "none",
+        ).inc()
+        self._metrics.decision_latency.observe(outcome.policy_ns / 1e9)
 
     def _model_label(self, model: str | None) -> str:
         """The model's own label for the first models seen, then ``other`` (bounded cardinality)."""
@@ -88,66 +263,3 @@ class DecisionRecorder:
             self._model_labels.add(model)
             return model
         return "other"
-
-    async def start(self) -> None:
-        await self._writer.start()
-        await self.counts.load(self._config.path)
-
-    async def stop(self) -> None:
-        await self._writer.stop()
-
-    async def record(
-        self,
-        outcome: Outcome,
-        status: int,
-        reasons: list[str],
-        upstream_error: str | None = None,
-        allow: bool | None = None,
-    ) -> None:
-        """Record the decision; ``allow=False`` when an allowed request was not forwarded."""
-        total_ns = time.perf_counter_ns() - outcome.started_ns
-        decision = outcome.decision
-        if allow is None:
-            allow = decision.allow if decision is not None else False
-        version = decision.version if decision is not None else None
-        label = outcome_label(allow, status)
-        model = outcome.facts.model
-        self._metrics.decisions.labels(
-            label,
-            outcome.facts.api,
-            self._model_label(model),
-            str(version.version) if version else "none",
-        ).inc()
-        self._metrics.decision_latency.observe(outcome.policy_ns / 1e9)
-        if outcome.upstream_ns:
-            self._metrics.upstream_latency.labels(
-                outcome.facts.upstream or "", str(status)
-            ).observe(outcome.upstream_ns / 1e9)
-        entry = LogEntry(
-            decision_id=outcome.decision_id,
-            time=outcome.time,
-            policy_version=version.version if version else None,
-            policy_digest=version.digest if version else None,
-            caller_sub=outcome.caller.sub,
-            api=outcome.facts.api,
-            model=model,
-            upstream=outcome.facts.upstream,
-            allow=allow,
-            reasons=reasons + ([f"upstream: {upstream_error}"] if upstream_error else []),
-            status=status,
-            latency_us={
-                "auth": outcome.auth_ns // 1000,
-                "policy": outcome.policy_ns // 1000,
-                "upstream": outcome.upstream_ns // 1000,
-                "total": total_ns // 1000,
-            },
-            input_document=outcome.input_document or {},
-            body=outcome.facts.body,
-        )
-        try:
-            await self._writer.submit(entry)
-        except (DecisionLogError, ValueError, TypeError) as exc:
-            self._metrics.log_submit_errors.inc()
-            logger.error("decision %s could not be logged: %s", outcome.decision_id, exc)
-            return
-        self.counts.add(entry.policy_version, entry.policy_digest, entry.allow, entry.status)

@@ -17,7 +17,9 @@ AgoraError
 ├── ObligationRefused      an obligation of the decision cannot be met (403)
 ├── UpstreamError          the model upstream failed (502)
 │   └── UpstreamTimeout    the model upstream did not answer in time (504)
-└── ChainError             the governance chain cannot be read or written
+├── ChainError             the governance chain cannot be read or written
+└── DecisionLogError       the decision log cannot take, write or read records (see
+                           gateway/decisionlog/errors.py for its subclasses)
 """
 
 from __future__ import annotations
@@ -113,3 +115,7 @@ class UpstreamTimeout(UpstreamError):
 
 class ChainError(AgoraError):
     """The governance chain (JSON-RPC or embedded) failed or returned something unexpected."""
+
+
+class DecisionLogError(AgoraError):
+    """The decision log cannot accept, write or read records: the request fails closed."""

@@ -38,6 +38,8 @@ BUNDLE_VERIFICATIONS = "agora_bundle_verifications"
 LOG_QUEUE_DEPTH = "agora_decision_log_queue_depth"
 LOG_RECORDS = "agora_decision_log_records"
 LOG_WRITE_ERRORS = "agora_decision_log_write_errors"
+LOG_ADMISSION_FAILURES = "agora_decision_log_admission_failures"
+LOG_SYNCS = "agora_decision_log_fsyncs"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -115,6 +117,11 @@ class GatewayMetrics:
             "Decisions refused by the decision log (queue full in fail_closed mode, writer down).",
             registry=self.registry,
         )
+        self.log_admission_failures = Counter(
+            LOG_ADMISSION_FAILURES,
+            "Allowed requests not forwarded because their decision could not be logged first.",
+            registry=self.registry,
+        )
 
         self.chain_last_sync = Gauge(
             CHAIN_LAST_SYNC,
@@ -142,6 +149,9 @@ class _LogWriterView(Protocol):
     @property
     def write_errors(self) -> int: ...
 
+    @property
+    def syncs(self) -> int: ...
+
 
 class DecisionLogCollector(Collector):
     """Decision-log figures read from the writer at scrape time: nothing on the hot path."""
@@ -162,4 +172,9 @@ class DecisionLogCollector(Collector):
             LOG_WRITE_ERRORS,
             "Failed write or fsync attempts (each is retried).",
             value=self._writer.write_errors,
+        )
+        yield CounterMetricFamily(
+            LOG_SYNCS,
+            "Successful fsyncs of the decision log (records per fsync: the group-commit size).",
+            value=self._writer.syncs,
         )

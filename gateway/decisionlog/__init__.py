@@ -4,22 +4,33 @@ See docs/decision-log.md for the record format, durability, rotation and
 ``agora log verify/stats``.
 """
 
-from gateway.decisionlog.errors import DecisionLogError, DecisionLogFull, RecordError
+from gateway.decisionlog.errors import (
+    DecisionLogError,
+    DecisionLogFull,
+    DecisionLogUnavailable,
+    RecordError,
+    UnrecordableDecision,
+)
+from gateway.decisionlog.jcs import canonical_json
 from gateway.decisionlog.record import (
+    EVENTS,
     OUTCOMES,
     RECORD_VERSION,
     Decision,
+    Event,
     Outcome,
     build_record,
-    canonical_json,
+    input_sha256,
     outcome,
     seal,
     version_key,
 )
-from gateway.decisionlog.verify import BadRecord, ChainBroken, LogStats, VerifyResult, stats, verify
+from gateway.decisionlog.tally import LogStats, Tally
+from gateway.decisionlog.verify import BadRecord, ChainBroken, VerifyResult, stats, verify
 from gateway.decisionlog.writer import DecisionLogWriter
 
 __all__ = [
+    "EVENTS",
     "OUTCOMES",
     "RECORD_VERSION",
     "BadRecord",
@@ -27,13 +38,18 @@ __all__ = [
     "Decision",
     "DecisionLogError",
     "DecisionLogFull",
+    "DecisionLogUnavailable",
     "DecisionLogWriter",
+    "Event",
     "LogStats",
     "Outcome",
     "RecordError",
+    "Tally",
+    "UnrecordableDecision",
     "VerifyResult",
     "build_record",
     "canonical_json",
+    "input_sha256",
     "outcome",
     "seal",
     "stats",

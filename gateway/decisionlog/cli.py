@@ -9,8 +9,8 @@ from pathlib import Path
 
 from gateway.decisionlog.errors import DecisionLogError
 from gateway.decisionlog.files import expand
-from gateway.decisionlog.record import OUTCOMES
-from gateway.decisionlog.verify import ChainBroken, LogStats, stats, verify
+from gateway.decisionlog.tally import Figure, LogStats
+from gateway.decisionlog.verify import ChainBroken, stats, verify
 
 _PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
 _PARTIAL_HELP = (
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check every hash and link; print the count and head hash",
         description="Check every record's hash and every link, across rotated files. "
         "Exit 0 and print the record count and head hash, or exit 1 naming the first "
-        "bad record (file:line, seq, reason).",
+        "bad record (file:line, seq, reason) and whether it is a write cut by a crash "
+        "(an unterminated last line) or an alteration.",
     )
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
     check.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
@@ -43,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "stats",
         help="count decisions per policy version and outcome (verifies first)",
         description="Recount decisions per policy version and outcome (allowed, denied, "
-        "failed_closed) from files whose chain verifies; exit 1 if it does not.",
+        "failed_closed), and how allowed requests ended (forwarded_ok, upstream_failed, "
+        "incomplete), from files whose chain verifies; exit 1 if it does not.",
     )
     count.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
     count.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
@@ -61,6 +63,7 @@ def run_verify(args: argparse.Namespace) -> int:
     files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
     if result.first_bad is not None:
         print(f"FAILED: {result.first_bad}")
+        print(f"this is {result.first_bad.diagnosis}")
         print(f"verified before it: {result.count} records, head {result.head or 'none'}")
         return 1
     print(f"OK: {result.count} records in {files}")
@@ -74,6 +77,7 @@ def run_stats(args: argparse.Namespace) -> int:
         counts = stats(expand(args.paths), partial=args.partial)
     except ChainBroken as exc:
         print(f"FAILED: {exc.bad}")
+        print(f"this is {exc.bad.diagnosis}")
         return 1
     except (DecisionLogError, OSError) as exc:
         print(f"agora log stats: {exc}", file=sys.stderr)
@@ -82,19 +86,19 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+_COLUMNS: tuple[Figure, ...] = (
+    "allowed", "denied", "failed_closed", "total", "forwarded_ok", "upstream_failed", "incomplete"
+)  # fmt: skip
+
+
 def _table(counts: LogStats) -> str:
-    header = ["version", *OUTCOMES, "total", "digest"]
+    header = ["version", *_COLUMNS, "digest"]
     rows = [
-        [
-            version,
-            *(str(entry[o]) for o in OUTCOMES),
-            str(entry["total"]),
-            " ".join(entry["digests"]),
-        ]
+        [version, *(str(entry[c]) for c in _COLUMNS), " ".join(entry["digests"])]
         for version, entry in counts["by_version"].items()
     ]
     totals = counts["totals"]
-    rows.append(["all", *(str(totals[o]) for o in OUTCOMES), str(totals["total"]), ""])
+    rows.append(["all", *(str(totals[c]) for c in _COLUMNS), ""])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]  # fmt: skip

@@ -1,9 +1,14 @@
-"""Record format v1 of the decision log: fields, canonical JSON and the hash chain.
+"""Record format v1 of the decision log: fields, events, canonical JSON and the hash chain.
 
 A record is one JSON object per line. Its ``hash`` is ``sha256:<hex>`` of the
 record without ``hash`` in RFC 8785 canonical JSON (JCS), and its ``prev`` is
 the ``hash`` of the record before it (``null`` for the first record ever), so
 that changing, removing or reordering any record breaks every later link.
+
+A record is an event: ``decision`` (what the gateway decided, written before
+anything is forwarded) or ``outcome`` (what happened to an allowed request
+afterwards, naming the same ``decision_id``). Records without ``event`` are
+decisions (the first writers wrote one record per request, at its end).
 
 A writer emits each line as the canonical JSON of the record with ``hash``
 appended as the last member: deleting ``,"hash":"..."`` from a line gives back
@@ -12,25 +17,30 @@ exactly the bytes that were hashed (see docs/decision-log.md).
 
 from __future__ import annotations
 
-import decimal
 import hashlib
 import hmac
 import json
-import math
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.decisionlog.errors import RecordError
+from gateway.decisionlog.jcs import canonical_json
 
 RECORD_VERSION = 1
 
 LATENCY_KEYS = ("auth", "policy", "upstream", "total")
 """The members of ``latency_us``, integer microseconds each."""
 
+Event = Literal["decision", "outcome"]
+EVENTS: tuple[Event, ...] = ("decision", "outcome")
+
 Outcome = Literal["allowed", "denied", "failed_closed"]
 OUTCOMES: tuple[Outcome, ...] = ("allowed", "denied", "failed_closed")
+
+Ending = Literal["forwarded_ok", "upstream_failed"]
 
 _REQUIRED = frozenset(
     {
@@ -38,20 +48,26 @@ _REQUIRED = frozenset(
         "upstream", "allow", "reasons", "status", "latency_us", "input_sha256", "prev", "hash",
     }
 )  # fmt: skip
-_OPTIONAL = frozenset({"body"})
+_OPTIONAL = frozenset({"event", "obligations", "body"})
 _CHAINED = ("seq", "prev", "hash")
-_MAX_SAFE_INT = 2**53 - 1
-_SORTED_COMPACT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One decision of the gateway, as handed to the log writer.
+    """One entry for the decision log, as handed to the writer.
 
-    ``input_document`` is the policy input that was evaluated; only its hash is
-    stored. ``body`` (the request body) is stored only when the log is configured
-    with ``include_body``. The writer owns the object once submitted: do not
-    mutate the mappings afterwards.
+    With ``event="decision"``, the gateway's decision: ``allow`` is a bool;
+    ``status`` is the refusal's status, or None for an allowed request that is
+    about to be forwarded; ``obligations`` (allowed requests only) are the
+    constraints the gateway applied to what it forwards, such as an output cap.
+    With ``event="outcome"``, what happened to an allowed request after its
+    decision: ``allow`` is None, ``status`` the status the caller got.
+
+    ``input_sha256`` is the hash of the policy input (:func:`input_sha256`).
+    ``body`` (the request body) is stored, in decision records only, when the
+    log is configured with ``include_body``. The writer owns the object once
+    submitted: do not mutate the mappings afterwards.
     """
 
     decision_id: str
@@ -62,23 +78,31 @@ class Decision:
     api: str
     model: str | None
     upstream: str | None
-    allow: bool
+    allow: bool | None
     reasons: Sequence[str]
-    status: int
+    status: int | None
     latency_us: Mapping[str, int]
-    input_document: Mapping[str, object]
+    input_sha256: str
+    event: Event = "decision"
+    obligations: Mapping[str, object] | None = None
     body: object = None
 
 
-def outcome(allow: bool, status: int) -> Outcome:
+def outcome(allow: bool, status: int | None) -> Outcome:
     """Classify a decision the same way in stats, metrics and /transparency.
 
     ``denied`` is the policy saying no (403); any other refusal means no
-    trustworthy decision could be made and the gateway failed closed.
+    trustworthy decision could be made, or it could not be logged, and the
+    gateway failed closed.
     """
     if allow:
         return "allowed"
     return "denied" if status == 403 else "failed_closed"
+
+
+def ending(status: int) -> Ending:
+    """Classify how a forwarded request ended: the upstream answered, or it failed (5xx)."""
+    return "forwarded_ok" if status < 500 else "upstream_failed"
 
 
 def version_key(version: int | None) -> str:
@@ -99,6 +123,15 @@ def caller_hash(sub: str | None, key: bytes | None) -> str | None:
     return "hmac-sha256:" + hmac.new(key, sub.encode(), hashlib.sha256).hexdigest()
 
 
+def input_sha256(document: object) -> str:
+    """``sha256:<hex>`` of the RFC 8785 canonical JSON of a policy input document.
+
+    Costs time in proportion to the document: see :func:`jcs.costly_to_encode`
+    for when to call it off the event loop. Raise TypeError or ValueError.
+    """
+    return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+
+
 def build_record(
     decision: Decision, *, caller_key: bytes | None, include_body: bool
 ) -> dict[str, object]:
@@ -109,16 +142,16 @@ def build_record(
     being lost in the writer. Raise ValueError or TypeError.
     """
     d = decision
-    if not isinstance(d.allow, bool):
-        raise TypeError("allow must be a bool")
-    if not _is_int(d.status) or not 100 <= d.status <= 599:
-        raise ValueError(f"status must be an HTTP status code, not {d.status!r}")
+    _check_event(d)
     if d.policy_version is not None and (not _is_int(d.policy_version) or d.policy_version < 0):
         raise ValueError(f"policy_version must be a non-negative int, not {d.policy_version!r}")
     if isinstance(d.reasons, str):
         raise TypeError("reasons must be a sequence of strings, not a string")
+    if not isinstance(d.input_sha256, str) or not _SHA256.fullmatch(d.input_sha256):
+        raise ValueError("input_sha256 must be sha256:<64 hex digits>")
     record: dict[str, object] = {
         "v": RECORD_VERSION,
+        "event": d.event,
         "time": format_time(d.time),
         "decision_id": d.decision_id,
         "policy": {"version": d.policy_version, "digest": d.policy_digest},
@@ -130,15 +163,35 @@ def build_record(
         "reasons": list(d.reasons),
         "status": d.status,
         "latency_us": _latencies(d.latency_us),
-        "input_sha256": "sha256:" + hashlib.sha256(canonical_json(d.input_document)).hexdigest(),
+        "input_sha256": d.input_sha256,
     }
-    if include_body:
+    if d.obligations is not None:
+        record["obligations"] = dict(d.obligations)
+    if include_body and d.event == "decision":
         record["body"] = d.body
     problem = _malformed({**record, "seq": 1, "prev": None, "hash": ""})
     if problem:
         raise TypeError(problem)
     canonical_json(record)  # rejects what the writer could not serialize
     return record
+
+
+def _check_event(d: Decision) -> None:
+    """The combinations of event, allow, status and obligations that the format allows."""
+    if d.event not in EVENTS:
+        raise ValueError(f"event must be one of {', '.join(EVENTS)}, not {d.event!r}")
+    if d.status is not None and (not _is_int(d.status) or not 100 <= d.status <= 599):
+        raise ValueError(f"status must be an HTTP status code, not {d.status!r}")
+    if d.event == "outcome":
+        if d.allow is not None or d.status is None or d.obligations is not None:
+            raise ValueError("an outcome record has allow null, a status and no obligations")
+        return
+    if not isinstance(d.allow, bool):
+        raise TypeError("allow must be a bool")
+    if not d.allow and (d.status is None or d.obligations is not None):
+        raise ValueError("a refusal has a status and no obligations")
+    if d.obligations is not None and not isinstance(d.obligations, Mapping):
+        raise TypeError("obligations must be a JSON object")
 
 
 def seal(fields: Mapping[str, object], seq: int, prev: str | None) -> tuple[str, bytes]:
@@ -162,7 +215,7 @@ def parse_line(line: bytes) -> dict[str, Any]:
     """
     try:
         record = json.loads(line)
-    except ValueError as exc:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # includes UnicodeDecodeError
         raise RecordError(f"bad JSON: {exc}") from None
     if not isinstance(record, dict):
         raise RecordError("bad JSON: not an object")
@@ -188,100 +241,6 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_json(value: object) -> bytes:
-    """RFC 8785 (JCS) serialization of a JSON value, UTF-8.
-
-    The C ``json`` encoder with sorted keys already produces JCS for values
-    without floats, integers beyond 2**53 - 1 or object keys outside the Basic
-    Multilingual Plane (Python sorts keys by code point, JCS by UTF-16 code
-    unit): records are such values, and take that fast path. Anything else
-    goes through the pure-Python encoder. Raise TypeError or ValueError for
-    what JSON cannot hold (NaN, non-string keys, lone surrogates, other types).
-    """
-    text = _SORTED_COMPACT.encode(value) if _plain(value) else "".join(_encode(value))
-    return text.encode()
-
-
-def _plain(value: object) -> bool:
-    """Whether the C encoder's output for ``value`` is already JCS."""
-    if value is None or isinstance(value, (str, bool)):
-        return True
-    if isinstance(value, int):
-        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
-    if isinstance(value, float):
-        # repr and ECMAScript agree on non-integral numbers that both write without exponent.
-        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str) or not (key.isascii() or max(key) < "\U00010000"):
-                return False
-            if not _plain(item):
-                return False
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(item) for item in value)
-    return False
-
-
-def _encode(value: object) -> Iterator[str]:
-    if value is None:
-        yield "null"
-    elif isinstance(value, bool):
-        yield "true" if value else "false"
-    elif isinstance(value, int):
-        # JSON numbers are IEEE doubles in JCS: a larger integer is written as the
-        # double it parses to, as an ECMAScript implementation would.
-        yield str(int(value)) if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else _number(float(value))
-    elif isinstance(value, float):
-        yield _number(value)
-    elif isinstance(value, str):
-        yield json.dumps(value, ensure_ascii=False)
-    elif isinstance(value, Mapping):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError("JSON object keys must be strings")
-        yield "{"
-        for index, key in enumerate(sorted(value, key=lambda k: k.encode("utf-16-be"))):
-            yield "," if index else ""
-            yield json.dumps(key, ensure_ascii=False)
-            yield ":"
-            yield from _encode(value[key])
-        yield "}"
-    elif isinstance(value, (list, tuple)):
-        yield "["
-        for index, item in enumerate(value):
-            yield "," if index else ""
-            yield from _encode(item)
-        yield "]"
-    else:
-        raise TypeError(f"{type(value).__name__} is not a JSON value")
-
-
-def _number(x: float) -> str:
-    """ECMAScript Number::toString (ECMA-262 7.1.12.1), which RFC 8785 prescribes.
-
-    ``repr`` gives the shortest digits that round-trip, as ECMAScript requires;
-    only their layout differs.
-    """
-    if not math.isfinite(x):
-        raise ValueError(f"{x} is not a JSON number")
-    if x == 0:
-        return "0"
-    if x < 0:
-        return "-" + _number(-x)
-    _, digit_tuple, exponent = decimal.Decimal(repr(x)).as_tuple()
-    assert isinstance(exponent, int)  # finite
-    point = len(digit_tuple) + exponent  # x = 0.<digits> * 10**point
-    digits = "".join(map(str, digit_tuple)).rstrip("0")
-    if len(digits) <= point <= 21:
-        return digits + "0" * (point - len(digits))
-    if 0 < point <= 21:
-        return digits[:point] + "." + digits[point:]
-    if -6 < point <= 0:
-        return "0." + "0" * -point + digits
-    mantissa = digits if len(digits) == 1 else digits[0] + "." + digits[1:]
-    return f"{mantissa}e{point - 1:+d}"
-
-
 def _latencies(latency: Mapping[str, int]) -> dict[str, int]:
     if set(latency) != set(LATENCY_KEYS):
         raise ValueError(f"latency_us must have exactly the keys {', '.join(LATENCY_KEYS)}")
@@ -303,6 +262,14 @@ def _malformed(record: Mapping[str, Any]) -> str | None:
     if unknown:
         return f"unknown member(s) {', '.join(sorted(unknown))}"
     policy = record["policy"]
+    event = record.get("event", "decision")
+    allow, status = record["allow"], record["status"]
+    if event == "outcome":
+        event_ok = allow is None and _is_int(status) and not record.keys() & {"obligations", "body"}
+    else:
+        event_ok = event == "decision" and isinstance(allow, bool)
+        event_ok = event_ok and (_is_int(status) or (status is None and allow is True))
+        event_ok = event_ok and ("obligations" not in record or allow is True)
     checks = {
         "seq": _is_int(record["seq"]) and record["seq"] >= 1,
         "prev": record["prev"] is None or isinstance(record["prev"], str),
@@ -318,10 +285,10 @@ def _malformed(record: Mapping[str, Any]) -> str | None:
         "api": isinstance(record["api"], str),
         "model": record["model"] is None or isinstance(record["model"], str),
         "upstream": record["upstream"] is None or isinstance(record["upstream"], str),
-        "allow": isinstance(record["allow"], bool),
+        "event, allow, status": event_ok,
+        "obligations": isinstance(record.get("obligations", {}), dict),
         "reasons": isinstance(record["reasons"], list)
         and all(isinstance(r, str) for r in record["reasons"]),
-        "status": _is_int(record["status"]),
         "latency_us": isinstance(record["latency_us"], dict)
         and record["latency_us"].keys() == set(LATENCY_KEYS)
         and all(_is_int(v) for v in record["latency_us"].values()),

@@ -1,10 +1,11 @@
 """Finding the head of the chain when a writer starts, after a clean stop or a crash.
 
-A crash can leave the current file's last line half written (no trailing newline,
-or not a valid record). That piece is copied to ``<path>.torn-<time>`` (never
-deleted), the file is cut back to its last whole record, and the chain goes on
-from that record. Damage further back is not a torn write: the writer refuses
-to start rather than build on it.
+A crash can leave the current file's last line half written: the bytes after
+the last newline. That piece is copied to ``<path>.torn-<time>`` (never
+deleted), the file is cut back to its last whole line, and the chain goes on
+from that record. A complete line (ending in a newline) that is not a valid
+record is not something a crash leaves: the log was altered, and the writer
+refuses to start rather than build on it or hide it.
 """
 
 from __future__ import annotations
@@ -71,32 +72,22 @@ def recover(path: Path) -> Head:
 
 
 def _cut_torn_tail(path: Path, file: BinaryIO) -> tuple[dict[str, Any] | None, int]:
-    """Set aside a torn tail of the current file; its last whole record and new size.
+    """Set aside an unterminated tail of the current file; its last record and new size.
 
-    Torn means: bytes after the last newline, and a last line that is not a
-    valid record. The line before a torn line must be valid.
+    The last complete line must be a valid record: raise DecisionLogError if not.
     """
     size = os.fstat(file.fileno()).st_size
     if size == 0:
         return None, 0
-    keep, lines = _last_lines(file, size, 2)
-    why = "no trailing newline" if keep < size else ""
-    last: dict[str, Any] | None = None
-    if lines:
-        offset, content = lines[-1]
-        try:
-            last = parse_line(content)
-        except RecordError as exc:
-            keep, why = offset, str(exc)
-            if len(lines) == 2:
-                last = _read(path, *lines[0])
+    keep, lines = _last_lines(file, size, 1)
+    last = _read(path, *lines[-1]) if lines else None
     if keep < size:
-        _set_aside(path, file, keep, size, why)
+        _set_aside(path, file, keep, size)
     os.fsync(file.fileno())  # what a killed writer left in the page cache
     return last, keep
 
 
-def _set_aside(path: Path, file: BinaryIO, keep: int, size: int, why: str) -> None:
+def _set_aside(path: Path, file: BinaryIO, keep: int, size: int) -> None:
     file.seek(keep)
     torn = file.read(size - keep)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -108,9 +99,9 @@ def _set_aside(path: Path, file: BinaryIO, keep: int, size: int, why: str) -> No
     fsync_dir(path.parent)
     file.truncate(keep)
     logger.warning(
-        "decision log %s: torn record at byte offset %d (%d bytes, %s) set aside in %s; "
-        "the chain continues from the record before it",
-        path, keep, size - keep, why, target,
+        "decision log %s: torn record at byte offset %d (%d bytes, no trailing newline) "
+        "set aside in %s; the chain continues from the record before it",
+        path, keep, size - keep, target,
     )  # fmt: skip
 
 
@@ -139,10 +130,12 @@ def _last_lines(file: BinaryIO, size: int, count: int) -> tuple[int, list[tuple[
 
 
 def _read(path: Path, offset: int, content: bytes) -> dict[str, Any]:
+    """A complete line the head depends on: a valid record, or the log was altered."""
     try:
         return parse_line(content)
     except RecordError as exc:
         raise DecisionLogError(
-            f"{path}: the record at byte offset {offset} is damaged ({exc}), and it is not "
-            "a torn last write; refusing to continue the chain: run agora log verify"
+            f"{path}: the record at byte offset {offset} is complete but invalid ({exc}): "
+            "the log was altered (a crash only ever leaves an unterminated last line); "
+            "refusing to continue the chain: run agora log verify"
         ) from None

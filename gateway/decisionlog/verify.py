@@ -4,6 +4,10 @@ Files may be named in any order: they are put in chain order by the ``seq`` of
 their first record. Every line must be a valid record (hash, canonical form),
 ``seq`` must go up by one from 1, and every ``prev`` must be the ``hash`` of the
 record before it, across file boundaries. Files are streamed line by line.
+
+Only one kind of damage can come from a crash: an unterminated last line of
+the last file (a write cut short), which the writer sets aside when it
+starts. Any other bad line means the files were altered.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from gateway.decisionlog.errors import DecisionLogError, RecordError
 from gateway.decisionlog.files import first_seq_in_name
-from gateway.decisionlog.record import outcome, parse_line, version_key
+from gateway.decisionlog.record import parse_line
+from gateway.decisionlog.tally import LogStats, Tally
 
 _SEQ = re.compile(rb'"seq":(\d+)')
 
@@ -32,10 +37,19 @@ class BadRecord:
     seq: int | None
     """The ``seq`` the line claims, when it can be read."""
     reason: str
+    torn: bool = False
+    """An unterminated last line of the last file: a write cut by a crash, not an alteration."""
 
     def __str__(self) -> str:
         seq = "?" if self.seq is None else self.seq
         return f"{self.file}:{self.line} (seq {seq}): {self.reason}"
+
+    @property
+    def diagnosis(self) -> str:
+        """What the bad line means for the log: a crash's torn write, or tampering."""
+        if self.torn:
+            return "a write cut short by a crash; the gateway sets it aside when it starts"
+        return "a complete line that is not a valid link of the chain: the log was altered"
 
 
 @dataclass(frozen=True)
@@ -63,26 +77,6 @@ class ChainBroken(DecisionLogError):
         self.bad = bad
 
 
-class OutcomeCounts(TypedDict):
-    allowed: int
-    denied: int
-    failed_closed: int
-    total: int
-
-
-class VersionStats(OutcomeCounts):
-    digests: list[str]
-    """Bundle digests seen with this version: one, unless something is very wrong."""
-
-
-class LogStats(TypedDict):
-    count: int
-    head: str | None
-    totals: OutcomeCounts
-    by_version: dict[str, VersionStats]
-    """Keyed by policy version (``"none"`` when no policy was active), in version order."""
-
-
 def verify(paths: Iterable[Path], *, partial: bool = False) -> VerifyResult:
     """Check every hash and link of the chain stored in ``paths`` (any order).
 
@@ -94,36 +88,15 @@ def verify(paths: Iterable[Path], *, partial: bool = False) -> VerifyResult:
 
 
 def stats(paths: Iterable[Path], *, partial: bool = False) -> LogStats:
-    """Counts per policy version and outcome, from files that verify; raise ChainBroken."""
-    totals = OutcomeCounts(allowed=0, denied=0, failed_closed=0, total=0)
-    by_version: dict[str, VersionStats] = {}
+    """Counts per policy version and outcome, from files that verify; raise ChainBroken.
 
-    def count(record: dict[str, Any]) -> None:
-        key = version_key(record["policy"]["version"])
-        entry = by_version.get(key)
-        if entry is None:
-            entry = by_version[key] = VersionStats(
-                allowed=0, denied=0, failed_closed=0, total=0, digests=[]
-            )
-        kind = outcome(record["allow"], record["status"])
-        entry[kind] += 1
-        entry["total"] += 1
-        totals[kind] += 1
-        totals["total"] += 1
-        digest = record["policy"]["digest"]
-        if digest is not None and digest not in entry["digests"]:
-            entry["digests"].append(digest)
-
-    result = _scan(paths, partial, count)
+    See :mod:`gateway.decisionlog.tally` for what each figure counts.
+    """
+    tally = Tally()
+    result = _scan(paths, partial, tally.add_record)
     if result.first_bad is not None:
         raise ChainBroken(result.first_bad)
-    order = sorted(by_version, key=lambda k: (k == "none", int(k) if k != "none" else 0))
-    return LogStats(
-        count=result.count,
-        head=result.head,
-        totals=totals,
-        by_version={key: by_version[key] for key in order},
-    )
+    return tally.snapshot(result.count, result.head)
 
 
 def chain_order(paths: Iterable[Path]) -> list[Path]:
@@ -154,7 +127,8 @@ def _scan(
                     record = _read(raw)
                     _check_link(record, expected, head, first=count == 0, partial=partial)
                 except _Broken as exc:
-                    bad = BadRecord(path, number, exc.seq, exc.reason)
+                    torn = not raw.endswith(b"\n") and path == files[-1]
+                    bad = BadRecord(path, number, exc.seq, exc.reason, torn)
                     return VerifyResult(count, head, files, bad)
                 visit(record)
                 count += 1

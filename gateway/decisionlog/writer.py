@@ -1,13 +1,16 @@
 """The decision log writer: a bounded queue, and one task that appends records in order.
 
-Requests hand their decision to :meth:`DecisionLogWriter.submit`, which checks it
-and queues it; the writer task takes everything queued as one batch, chains it
-(``seq``, ``prev``, ``hash``) and writes it in a worker thread, so the event loop
-never waits on the disk. Durability (``decision_log.durability``):
+Requests hand their records to :meth:`DecisionLogWriter.submit`, which checks
+them and queues them; the writer task takes everything queued as one batch,
+chains it (``seq``, ``prev``, ``hash``), writes it in a worker thread (the
+event loop never waits on the disk) and fsyncs it once: a group commit. A
+submitter that asked for durability is released by the fsync of its batch, so
+many concurrent requests share one fsync. Durability (``decision_log.durability``)
+decides when the writer fsyncs:
 
-- ``record``: fsync after every record;
-- ``batch``: fsync after every batch taken from the queue;
-- ``interval``: fsync at most every ``interval_ms`` (a crash loses at most that).
+- ``record`` and ``batch``: after every batch (with ``record``, the gateway
+  also waits for that fsync before acting on a decision);
+- ``interval``: at most every ``interval_ms``.
 
 No record is dropped: a full queue makes ``submit`` wait or fail the request, by
 ``on_full``; a failed write or fsync is counted and retried until the disk takes it.
@@ -28,8 +31,14 @@ from pathlib import Path
 from typing import NamedTuple, cast
 
 from gateway.config import DecisionLog
-from gateway.decisionlog.errors import DecisionLogError, DecisionLogFull
+from gateway.decisionlog.errors import (
+    DecisionLogError,
+    DecisionLogFull,
+    DecisionLogUnavailable,
+    UnrecordableDecision,
+)
 from gateway.decisionlog.files import fsync_dir, rotated_name
+from gateway.decisionlog.jcs import costly_to_encode
 from gateway.decisionlog.record import Decision, build_record, format_time, seal
 from gateway.decisionlog.recovery import recover
 from gateway.exceptions import ConfigError
@@ -77,6 +86,7 @@ class DecisionLogWriter:
         self._blocked = 0
         self._state = State.NOT_READY
         self._write_errors = 0
+        self._syncs = 0
         self._last_error = ""
         self._count = 0
         self._head: str | None = None
@@ -120,6 +130,11 @@ class DecisionLogWriter:
         return self._write_errors
 
     @property
+    def syncs(self) -> int:
+        """Successful fsyncs of the log file since start: records per fsync is the group size."""
+        return self._syncs
+
+    @property
     def detail(self) -> str:
         """One line for operators (readiness endpoints): why the state is what it is."""
         if self._state is State.ERROR:
@@ -141,27 +156,30 @@ class DecisionLogWriter:
         self._task = asyncio.create_task(self._run(), name="decision-log-writer")
         self._state = State.OK
 
-    def ensure_room(self) -> None:
-        """Raise DecisionLogFull if a record submitted now would be refused (``fail_closed``).
-
-        The gateway asks before forwarding, because a request's record is only
-        submitted when its response ends.
-        """
-        if self._config.on_full == "fail_closed" and (self._blocked or self._queue.full()):
-            raise DecisionLogFull(f"decision log queue is full ({self._queue.maxsize} records)")
-
     async def submit(self, decision: Decision, *, durable: bool = False) -> None:
-        """Queue a decision's record; with ``durable``, return once it is fsynced.
+        """Queue a record; with ``durable``, return once it is fsynced.
 
         Raise DecisionLogFull (queue full, ``on_full: fail_closed``),
-        DecisionLogError (writer not running), or ValueError/TypeError (a decision
-        that cannot be recorded): in every case the request must fail closed.
+        DecisionLogUnavailable (writer not running), or UnrecordableDecision (a
+        decision that cannot be recorded): in every case the request must fail
+        closed. A large stored body is checked in a worker thread, off the loop.
         """
         if self._task is None or self._closing:
-            raise DecisionLogError("the decision log writer is not running")
-        fields = build_record(
-            decision, caller_key=self._caller_key, include_body=self._config.include_body
-        )
+            raise DecisionLogUnavailable("the decision log writer is not running")
+        include_body = self._config.include_body and decision.event == "decision"
+        try:
+            if include_body and costly_to_encode(decision.body):
+                fields = await asyncio.to_thread(
+                    build_record, decision, caller_key=self._caller_key, include_body=True
+                )
+            else:
+                fields = build_record(
+                    decision, caller_key=self._caller_key, include_body=include_body
+                )
+        except (ValueError, TypeError) as exc:
+            raise UnrecordableDecision(f"the decision cannot be recorded: {exc}") from exc
+        if self._closing:  # stopped while the record was being built
+            raise DecisionLogUnavailable("the decision log writer is not running")
         done = asyncio.get_running_loop().create_future() if durable else None
         item = _Item(fields, done)
         if not self._blocked and not self._queue.full():
@@ -309,11 +327,9 @@ class DecisionLogWriter:
             self._file_bytes += len(line)
             self._next_seq += 1
             self._prev = digest
-            if durability == "record":
-                self._sync()
         self._write()
         interval_due = time.monotonic() - self._last_sync >= self._config.interval_ms / 1000
-        if force_sync or durability == "batch" or (durability == "interval" and interval_due):
+        if force_sync or durability != "interval" or interval_due:
             self._sync()
         durable, self._durable = self._durable, []
         return durable
@@ -335,6 +351,7 @@ class DecisionLogWriter:
         self._write()
         assert self._fd is not None
         os.fsync(self._fd)
+        self._syncs += 1
         self._synced_size = self._file_bytes
         self._durable.extend(line.done for line in self._unsynced if line.done is not None)
         self._unsynced.clear()

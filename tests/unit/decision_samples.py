@@ -1,4 +1,4 @@
-"""Sample decisions for the decision-log tests: one shape, varied by index and overrides."""
+"""Sample records for the decision-log tests: one shape, varied by index and overrides."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.decisionlog import Decision
+from gateway.decisionlog import Decision, build_record, input_sha256
+
+
+def input_document(i: int) -> dict[str, Any]:
+    return {"request": {"model": "gpt-4o-mini", "temperature": 0.7}, "n": i}
 
 
 def decision(i: int = 0, **changes: Any) -> Decision:
-    """Decision number ``i``: an allowed chat completion, one second after the previous one."""
+    """Decision number ``i``: an allowed chat completion about to be forwarded, 1 s after i - 1."""
     base = Decision(
         decision_id=f"d-{i:06d}",
         time=datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
@@ -22,8 +26,34 @@ def decision(i: int = 0, **changes: Any) -> Decision:
         upstream="openai",
         allow=True,
         reasons=[],
-        status=200,
-        latency_us={"auth": 10, "policy": 200, "upstream": 5000, "total": 5300},
-        input_document={"request": {"model": "gpt-4o-mini", "temperature": 0.7}, "n": i},
+        status=None,
+        latency_us={"auth": 10, "policy": 200, "upstream": 0, "total": 300},
+        input_sha256=input_sha256(input_document(i)),
     )
     return dataclasses.replace(base, **changes)
+
+
+def refusal(i: int = 0, status: int = 403, **changes: Any) -> Decision:
+    """Decision number ``i`` refused with ``status`` (403: denied by policy)."""
+    reasons = ["denied by policy"] if status == 403 else ["no trustworthy decision"]
+    return decision(i, **{"allow": False, "status": status, "reasons": reasons, **changes})
+
+
+def outcome_of(allowed: Decision, status: int = 200, **changes: Any) -> Decision:
+    """The outcome record of an allowed decision: its response ended with ``status``."""
+    fields: dict[str, Any] = {
+        "event": "outcome",
+        "allow": None,
+        "status": status,
+        "time": allowed.time + timedelta(milliseconds=500),
+        "latency_us": {"auth": 10, "policy": 200, "upstream": 5000, "total": 5300},
+        **changes,
+    }
+    return dataclasses.replace(allowed, **fields)
+
+
+def legacy_fields(d: Decision, *, caller_key: bytes | None = b"k") -> dict[str, object]:
+    """A record as the first writers made it: no ``event``, one record per request at its end."""
+    fields = build_record(d, caller_key=caller_key, include_body=False)
+    del fields["event"]
+    return fields

@@ -1,27 +1,40 @@
-"""Record format v1: fields, canonical JSON (checked against the rfc8785 package), hashes."""
+"""Record format v1: fields, events, hashes (canonical JSON checked against rfc8785)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-import random
-import struct
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import rfc8785
 
-from gateway.decisionlog import Decision, RecordError, build_record, canonical_json, outcome, seal
+from gateway.decisionlog import (
+    Decision,
+    RecordError,
+    build_record,
+    canonical_json,
+    input_sha256,
+    outcome,
+    seal,
+)
 from gateway.decisionlog.record import parse_line
-from tests.unit.decision_samples import decision
+from tests.unit.decision_samples import (
+    decision,
+    input_document,
+    legacy_fields,
+    outcome_of,
+    refusal,
+)
 
 KEY = b"test-key"
 DESIGN_FIELDS = {
     "v", "seq", "time", "decision_id", "policy", "caller_sub_hash", "api", "model", "upstream",
     "allow", "reasons", "status", "latency_us", "input_sha256", "prev", "hash",
 }  # fmt: skip
+HASH = "sha256:" + "cd" * 32
 
 
 def sealed(d: Decision, seq: int = 1, prev: str | None = None, **kw: Any) -> dict[str, Any]:
@@ -37,6 +50,8 @@ SAMPLES = [
     decision(4, allow=False, status=403, reasons=["model not allowed", "quota: 0 left"]),
     decision(5, api="chat 🚀", reasons=["tab\there", 'quote " and \\', "\x01\x7f\u2028"]),
     decision(6, time=datetime(2025, 6, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))),
+    decision(7, obligations={"max_tokens": 256, "note": "capped 🚀", "ratio": 0.25}),
+    outcome_of(decision(8), status=502, reasons=["upstream: connection refused"]),
 ]
 
 
@@ -56,52 +71,59 @@ def test_record_with_body_hashes_like_rfc8785_even_with_floats_and_astral_keys()
     assert record["hash"] == "sha256:" + hashlib.sha256(rfc8785.dumps(without_hash)).hexdigest()
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        {"b": 1, "a": [True, False, None, "x"], "": {}},
-        {"\U0001f600": 1, "\ue000": 2, "a": 3},  # UTF-16 order differs from code point order
-        {"s": '\x00\x1f\b\f\n\r\t"\\/\x7f é 中 🚀'},
-        [0.1, 1e21, 1e20, 1e-7, 1e-6, 5e-324, 1.7976931348623157e308, 100.0, -0.0, 1e16, 1e-4],
-        [2**53 - 1, -(2**53 - 1), 0, -1],
-        [],
-        "plain",
-    ],
-)
-def test_canonical_json_equals_rfc8785(value: Any) -> None:
-    assert canonical_json(value) == rfc8785.dumps(value)
-
-
-def test_canonical_json_formats_random_floats_like_rfc8785() -> None:
-    rng = random.Random(8785)
-    values = []
-    for _ in range(20_000):
-        bits = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
-        if bits == bits and abs(bits) != float("inf"):
-            values.append(bits)
-        values.append(rng.random() * 10 ** rng.randint(-12, 25))
-        values.append(float(rng.randint(-(10**6), 10**6)))
-    assert canonical_json(values) == rfc8785.dumps(values)
-
-
-def test_integers_beyond_2_53_are_written_as_the_double_they_parse_to() -> None:
-    assert canonical_json(2**64) == b"18446744073709552000"
-
-
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1: "x"}, {"a": {1, 2}}, "\ud800"])
-def test_canonical_json_rejects_what_json_cannot_hold(value: Any) -> None:
-    with pytest.raises((TypeError, ValueError)):
-        canonical_json(value)
-
-
-def test_record_has_exactly_the_design_fields() -> None:
-    assert set(sealed(decision(1))) == DESIGN_FIELDS
-    assert set(sealed(decision(1, body={"messages": []}), body=True)) == DESIGN_FIELDS | {"body"}
+def test_record_has_exactly_the_design_fields_and_its_event() -> None:
+    fields = DESIGN_FIELDS | {"event"}
+    assert set(sealed(decision(1))) == fields
+    assert set(sealed(decision(1, body={"messages": []}), body=True)) == fields | {"body"}
+    assert set(sealed(decision(1, obligations={"max_tokens": 9}))) == fields | {"obligations"}
     record = sealed(decision(1))
     assert record["v"] == 1
+    assert record["event"] == "decision"
     assert record["time"] == "2025-01-01T00:00:01.000000Z"
     assert record["policy"] == {"version": 3, "digest": "sha256:" + "ab" * 32}
-    assert record["latency_us"] == {"auth": 10, "policy": 200, "upstream": 5000, "total": 5300}
+    assert record["latency_us"] == {"auth": 10, "policy": 200, "upstream": 0, "total": 300}
+
+
+def test_an_allowed_decision_has_no_status_yet_and_its_outcome_names_it() -> None:
+    allowed = sealed(decision(1, obligations={"max_tokens": 256}))
+    assert (allowed["allow"], allowed["status"]) == (True, None)
+    assert allowed["obligations"] == {"max_tokens": 256}
+    ended = sealed(outcome_of(decision(1), status=200), body=True)
+    assert ended["event"] == "outcome"
+    assert (ended["allow"], ended["status"]) == (None, 200)
+    assert ended["decision_id"] == allowed["decision_id"]
+    assert ended["input_sha256"] == allowed["input_sha256"]
+    assert "body" not in ended  # the body belongs to the decision
+    refused = sealed(refusal(2, status=503))
+    assert (refused["event"], refused["allow"], refused["status"]) == ("decision", False, 503)
+
+
+def test_a_record_without_event_is_read_as_a_decision() -> None:
+    _, line = seal(legacy_fields(decision(1, status=200)), 1, None)
+    record = parse_line(line[:-1])
+    assert "event" not in record
+    assert (record["allow"], record["status"]) == (True, 200)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"event": "outcome", "allow": True},  # an outcome is not a decision
+        {"event": "outcome", "status": None},
+        {"event": "outcome", "obligations": {"max_tokens": 1}},
+        {"event": "outcome", "body": {"messages": []}},
+        {"event": "decision", "allow": False, "status": None},  # a refusal has its status
+        {"allow": False, "status": 403, "obligations": {}},  # obligations bind forwarding only
+        {"allow": None},  # a decision says yes or no
+        {"event": "response"},
+        {"obligations": [256]},
+    ],
+)
+def test_parse_line_refuses_impossible_event_combinations(changes: dict[str, Any]) -> None:
+    fields = {**build_record(decision(1), caller_key=KEY, include_body=False), **changes}
+    _, line = seal(fields, 1, None)
+    with pytest.raises(RecordError, match="malformed record"):
+        parse_line(line[:-1])
 
 
 def test_body_is_left_out_unless_configured() -> None:
@@ -125,10 +147,10 @@ def test_caller_hash_is_keyed_hmac_of_sub() -> None:
 
 
 def test_input_sha256_is_the_hash_of_the_canonical_input_document() -> None:
-    d = decision(1)
-    document: Any = d.input_document
-    expected = hashlib.sha256(rfc8785.dumps(document)).hexdigest()
-    assert sealed(d)["input_sha256"] == "sha256:" + expected
+    document: Any = input_document(1)
+    expected = "sha256:" + hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+    assert input_sha256(document) == expected
+    assert sealed(decision(1))["input_sha256"] == expected
 
 
 def test_line_is_canonical_json_with_hash_appended() -> None:
@@ -153,8 +175,15 @@ def test_line_is_canonical_json_with_hash_appended() -> None:
         ({"reasons": "one reason"}, TypeError),
         ({"reasons": [1]}, TypeError),
         ({"decision_id": ""}, TypeError),
-        ({"input_document": {"x": {1, 2}}}, TypeError),
+        ({"input_sha256": "sha256:abc"}, ValueError),
         ({"model": "\ud800"}, ValueError),
+        ({"event": "response"}, ValueError),
+        ({"event": "outcome", "allow": True, "status": 200}, ValueError),
+        ({"event": "outcome", "allow": None, "status": None}, ValueError),
+        ({"allow": False, "status": None}, ValueError),
+        ({"allow": False, "status": 403, "obligations": {"max_tokens": 1}}, ValueError),
+        ({"obligations": [256]}, TypeError),
+        ({"obligations": {"cap": {1, 2}}}, TypeError),
     ],
 )
 def test_build_record_refuses_what_cannot_be_recorded(
@@ -187,6 +216,7 @@ def test_parse_line_refuses_rewritten_lines() -> None:
 @pytest.mark.parametrize(
     ("allow", "status", "expected"),
     [
+        (True, None, "allowed"),
         (True, 200, "allowed"),
         (True, 502, "allowed"),
         (False, 403, "denied"),
@@ -194,5 +224,5 @@ def test_parse_line_refuses_rewritten_lines() -> None:
         (False, 401, "failed_closed"),
     ],
 )
-def test_outcome(allow: bool, status: int, expected: str) -> None:
+def test_outcome(allow: bool, status: int | None, expected: str) -> None:
     assert outcome(allow, status) == expected

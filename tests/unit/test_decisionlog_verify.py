@@ -10,17 +10,18 @@ from typing import Any
 
 import pytest
 
-from gateway.decisionlog import ChainBroken, Decision, build_record, seal, stats, verify
+from gateway.decisionlog import ChainBroken, Decision, Tally, build_record, seal, stats, verify
 from gateway.decisionlog.cli import register
 from gateway.decisionlog.opa import to_opa_event
-from tests.unit.decision_samples import decision
+from tests.unit.decision_samples import decision, legacy_fields, outcome_of, refusal
 
 
-def chain(decisions: list[Decision]) -> list[bytes]:
-    """Log lines for these decisions, chained from the first record ever."""
+def chain(decisions: list[Decision | dict[str, object]]) -> list[bytes]:
+    """Log lines for these decisions (or prepared record fields), chained from the first record."""
     lines, prev = [], None
     for seq, d in enumerate(decisions, 1):
-        prev, line = seal(build_record(d, caller_key=b"k", include_body=False), seq, prev)
+        fields = d if isinstance(d, dict) else build_record(d, caller_key=b"k", include_body=False)
+        prev, line = seal(fields, seq, prev)
         lines.append(line)
     return lines
 
@@ -120,6 +121,8 @@ def test_damaged_lines_are_named(log: tuple[Path, list[bytes]], damage: Any, rea
     assert result.first_bad is not None
     assert result.first_bad.line == 10
     assert reason in result.first_bad.reason
+    # Only an unterminated last line can be a crash's torn write; the rest is alteration.
+    assert result.first_bad.torn == (reason == "torn line")
 
 
 def split(tmp_path: Path, lines: list[bytes], sizes: list[int]) -> list[Path]:
@@ -169,28 +172,75 @@ def test_a_first_record_with_a_prev_fails(tmp_path: Path) -> None:
     assert "first record must have prev null" in result.first_bad.reason
 
 
+def mixed_decisions() -> list[Decision | dict[str, object]]:
+    """21 records: 14 decisions, 7 outcomes.
+
+    Version 1: 3 allowed (2 answered, 1 without an outcome). Version 3: 7 allowed (4
+    answered, 1 upstream failure, 2 without an outcome), 2 denied, and one record of the
+    first writers (allowed, ended 200). No policy: 1 failed closed.
+    """
+    v1 = {"policy_version": 1, "policy_digest": "sha256:" + "01" * 32}
+    first = [decision(i, **v1) for i in range(3)]
+    later = [decision(i) for i in range(5, 12)]
+    return [
+        first[0],
+        first[1],
+        refusal(3),
+        outcome_of(first[0]),
+        first[2],
+        outcome_of(first[2], status=404),  # the upstream answered, with an error of its own
+        refusal(4),
+        *later[:4],
+        outcome_of(later[0], status=502, reasons=["upstream: connection refused"]),
+        outcome_of(later[1]),
+        *later[4:],
+        outcome_of(later[2], reasons=["client_disconnected"]),
+        outcome_of(later[3]),
+        outcome_of(later[4]),
+        refusal(12, status=503, policy_version=None, policy_digest=None),
+        legacy_fields(decision(13, status=200)),
+    ]
+
+
 def mixed_log(tmp_path: Path) -> Path:
-    decisions = (
-        [decision(i, policy_version=1, policy_digest="sha256:" + "01" * 32) for i in range(3)]
-        + [decision(i, allow=False, status=403, reasons=["no"]) for i in range(3, 5)]
-        + [decision(i) for i in range(5, 12)]
-        + [decision(12, allow=False, status=503, policy_version=None, policy_digest=None)]
-    )
-    return write(tmp_path / "decisions.jsonl", chain(decisions))
+    return write(tmp_path / "decisions.jsonl", chain(mixed_decisions()))
 
 
-def test_stats_count_per_version_and_outcome(tmp_path: Path) -> None:
+MIXED_TOTALS = {
+    "allowed": 11, "denied": 2, "failed_closed": 1, "total": 14,
+    "forwarded_ok": 7, "upstream_failed": 1, "incomplete": 3,
+}  # fmt: skip
+
+
+def test_stats_count_decisions_and_how_allowed_ones_ended(tmp_path: Path) -> None:
     counts = stats([mixed_log(tmp_path)])
-    assert counts["count"] == counts["totals"]["total"] == 13
-    assert counts["totals"] == {"allowed": 10, "denied": 2, "failed_closed": 1, "total": 13}
+    assert counts["count"] == 21  # records, outcome records included
+    assert counts["totals"] == MIXED_TOTALS
     assert counts["by_version"] == {
         "1": {"allowed": 3, "denied": 0, "failed_closed": 0, "total": 3,
+              "forwarded_ok": 2, "upstream_failed": 0, "incomplete": 1,
               "digests": ["sha256:" + "01" * 32]},
-        "3": {"allowed": 7, "denied": 2, "failed_closed": 0, "total": 9,
+        "3": {"allowed": 8, "denied": 2, "failed_closed": 0, "total": 10,
+              "forwarded_ok": 5, "upstream_failed": 1, "incomplete": 2,
               "digests": ["sha256:" + "ab" * 32]},
-        "none": {"allowed": 0, "denied": 0, "failed_closed": 1, "total": 1, "digests": []},
+        "none": {"allowed": 0, "denied": 0, "failed_closed": 1, "total": 1,
+                 "forwarded_ok": 0, "upstream_failed": 0, "incomplete": 0, "digests": []},
     }  # fmt: skip
     assert list(counts["by_version"]) == ["1", "3", "none"]
+    for entry in [counts["totals"], *counts["by_version"].values()]:
+        assert entry["allowed"] == (
+            entry["forwarded_ok"] + entry["upstream_failed"] + entry["incomplete"]
+        )
+
+
+def test_a_live_tally_of_the_same_records_gives_the_same_figures(tmp_path: Path) -> None:
+    path = mixed_log(tmp_path)
+    tally = Tally()
+    for line in path.read_bytes().splitlines():
+        tally.add_record(json.loads(line))
+    assert tally.snapshot(21, None)["totals"] == MIXED_TOTALS
+    on_disk = stats([path])
+    assert Tally(on_disk).snapshot(on_disk["count"], on_disk["head"]) == on_disk
 
 
 def test_stats_refuse_a_broken_chain(log: tuple[Path, list[bytes]]) -> None:
@@ -218,7 +268,25 @@ def test_cli_verify(log: tuple[Path, list[bytes]], capsys: pytest.CaptureFixture
     lines[4] = lines[4].replace(b"d-000004", b"d-000005")
     write(path, lines)
     assert run("log", "verify", path) == 1
-    assert f"FAILED: {path}:5 (seq 5): hash mismatch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"FAILED: {path}:5 (seq 5): hash mismatch" in out
+    assert "the log was altered" in out
+
+
+def test_cli_verify_tells_a_torn_write_from_an_altered_last_line(
+    log: tuple[Path, list[bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, lines = log
+    write(path, [*lines[:-1], lines[-1][:40]])  # unterminated: a write cut by a crash
+    assert run("log", "verify", path) == 1
+    out = capsys.readouterr().out
+    assert "torn line: no trailing newline" in out
+    assert "cut short by a crash" in out
+    write(path, [*lines[:-1], lines[-1].replace(b"d-000009", b"d-000010")])  # complete
+    assert run("log", "verify", path) == 1
+    out = capsys.readouterr().out
+    assert "hash mismatch" in out
+    assert "complete line" in out and "the log was altered" in out
 
 
 def test_cli_verify_a_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -232,9 +300,12 @@ def test_cli_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == stats([path])
     assert run("log", "stats", path) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["version", "allowed", "denied", "failed_closed", "total", "digest"]
-    assert table[2].split() == ["3", "7", "2", "0", "9", "sha256:" + "ab" * 32]
-    assert table[4].split() == ["all", "10", "2", "1", "13"]
+    assert table[0].split() == [
+        "version", "allowed", "denied", "failed_closed", "total",
+        "forwarded_ok", "upstream_failed", "incomplete", "digest",
+    ]  # fmt: skip
+    assert table[2].split() == ["3", "8", "2", "0", "10", "5", "1", "2", "sha256:" + "ab" * 32]
+    assert table[4].split() == ["all", "11", "2", "1", "14", "7", "1", "3"]
 
 
 def test_cli_stats_of_a_broken_chain(

@@ -19,27 +19,24 @@ from gateway.decisionlog import (
     DecisionLogError,
     DecisionLogFull,
     DecisionLogWriter,
+    UnrecordableDecision,
     build_record,
     seal,
     verify,
 )
+from gateway.decisionlog import writer as writer_module
 from gateway.decisionlog.files import rotated_files
 from gateway.exceptions import ConfigError
 from gateway.lifecycle import State
 from tests.unit.decision_samples import decision as sample
+from tests.unit.decision_samples import refusal
 
 ENV = {"AGORA_TEST_CALLER_KEY": "k" * 32}
 
 
 def decision(i: int = 0, **changes: Any) -> Decision:
     """Every third decision is a denial, so that counts per outcome are exercised."""
-    denied = i % 3 == 0
-    mix: dict[str, Any] = {
-        "allow": not denied,
-        "reasons": ["denied by policy"] if denied else [],
-        "status": 403 if denied else 200,
-    }
-    return sample(i, **{**mix, **changes})
+    return refusal(i, **changes) if i % 3 == 0 else sample(i, **changes)
 
 
 def config(tmp_path: Path, **changes: Any) -> DecisionLog:
@@ -113,7 +110,7 @@ async def test_submit_is_refused_when_the_writer_is_not_running(tmp_path: Path) 
 async def test_an_invalid_decision_fails_its_own_submit(tmp_path: Path) -> None:
     writer = await started(config(tmp_path))
     bad = {"auth": 0.5, "policy": 1, "upstream": 1, "total": 2}
-    with pytest.raises(TypeError):
+    with pytest.raises(UnrecordableDecision, match=r"latency_us\.auth"):
         await writer.submit(decision(1, latency_us=bad))
     await writer.submit(decision(2))
     await writer.stop()
@@ -149,10 +146,7 @@ async def test_full_queue_fails_closed(tmp_path: Path, monkeypatch: pytest.Monke
     stall = Stall(writer, monkeypatch)
     await writer.submit(decision(1))
     await stall.until_stalled()  # the writer holds record 1; the queue is empty
-    writer.ensure_room()  # room for one more
     await writer.submit(decision(2))  # fills the queue
-    with pytest.raises(DecisionLogFull):
-        writer.ensure_room()  # what the gateway asks before forwarding
     with pytest.raises(DecisionLogFull):
         await writer.submit(decision(3))
     stall.release.set()
@@ -171,8 +165,7 @@ async def test_full_queue_blocks_until_there_is_room(
     await writer.submit(decision(1))
     await stall.until_stalled()
     await writer.submit(decision(2))
-    writer.ensure_room()  # back-pressure, not refusal
-    blocked = asyncio.create_task(writer.submit(decision(3)))
+    blocked = asyncio.create_task(writer.submit(decision(3)))  # back-pressure, not refusal
     await asyncio.sleep(0.05)
     assert not blocked.done()
     stall.release.set()
@@ -327,8 +320,8 @@ async def test_recovery_sets_a_torn_last_line_aside_and_continues(
     assert [r["seq"] for r in records(path)] == list(range(1, 16))
 
 
-async def test_recovery_sets_aside_a_whole_last_line_whose_hash_is_wrong(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_recovery_refuses_a_complete_last_line_that_is_not_a_valid_record(
+    tmp_path: Path,
 ) -> None:
     writer = await started(config(tmp_path))
     for i in range(5):
@@ -336,16 +329,34 @@ async def test_recovery_sets_aside_a_whole_last_line_whose_hash_is_wrong(
     await writer.stop()
     path = tmp_path / "decisions.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
-    lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")
-    path.write_bytes(b"".join(lines))
+    lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")  # still ends in a newline
+    altered = b"".join(lines)
+    path.write_bytes(altered)
 
+    writer = DecisionLogWriter(config(tmp_path), environ=ENV)
+    with pytest.raises(DecisionLogError, match="complete but invalid") as caught:
+        await writer.start()
+    assert "hash mismatch" in str(caught.value)
+    assert "the log was altered" in str(caught.value)
+    assert "agora log verify" in str(caught.value)
+    assert writer.state is State.ERROR
+    assert path.read_bytes() == altered  # nothing set aside, nothing cut
+    assert not torn_files(tmp_path)
+
+
+async def test_recovery_refuses_an_invalid_line_before_a_torn_tail(tmp_path: Path) -> None:
     writer = await started(config(tmp_path))
-    assert "hash mismatch" in caplog.text
-    assert writer.count == 4
-    await writer.submit(decision(5))
+    for i in range(5):
+        await writer.submit(decision(i))
     await writer.stop()
-    assert [r["seq"] for r in records(path)] == [1, 2, 3, 4, 5]
-    assert verify([path]).ok
+    path = tmp_path / "decisions.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")
+    path.write_bytes(b"".join(lines) + torn_piece(6))
+    writer = DecisionLogWriter(config(tmp_path), environ=ENV)
+    with pytest.raises(DecisionLogError, match="complete but invalid"):
+        await writer.start()
+    assert not torn_files(tmp_path)
 
 
 async def test_recovery_refuses_damage_before_the_last_line(tmp_path: Path) -> None:
@@ -362,3 +373,50 @@ async def test_recovery_refuses_damage_before_the_last_line(tmp_path: Path) -> N
     with pytest.raises(DecisionLogError, match="refusing"):
         await writer.start()
     assert not torn_files(tmp_path)
+
+
+async def test_durable_submits_share_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: the records queued while the disk is busy go down with one fsync."""
+    writer = await started(config(tmp_path, durability="record"))
+    stall = Stall(writer, monkeypatch)
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        real_fsync(fd)
+        fsynced.append(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    first = asyncio.create_task(writer.submit(decision(0), durable=True))
+    await stall.until_stalled()  # the writer holds record 0 while 50 more arrive
+    waiting = [asyncio.create_task(writer.submit(decision(i), durable=True)) for i in range(1, 51)]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in [first, *waiting])
+    stall.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *waiting), timeout=10)
+    assert len(fsynced) == 2  # one for record 0, one for the 50 that queued behind it
+    assert writer.syncs == 2
+    assert len(records(tmp_path / "decisions.jsonl")) == 51
+    await writer.stop()
+
+
+async def test_a_large_stored_body_is_checked_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await started(config(tmp_path, include_body=True))
+    threads: list[str] = []
+    build = writer_module.build_record
+
+    def watched(*args: Any, **kwargs: Any) -> dict[str, object]:
+        threads.append(threading.current_thread().name)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "build_record", watched)
+    await writer.submit(decision(1, body={"messages": [{"content": "hi"}]}))
+    await writer.submit(decision(2, body={"input": [0.5] * 50_000}))
+    await writer.stop()
+    assert threads[0] == threading.main_thread().name
+    assert threads[1] != threading.main_thread().name
+    assert records(tmp_path / "decisions.jsonl")[1]["body"] == {"input": [0.5] * 50_000}
