@@ -99,6 +99,7 @@ test_shipped_defaults if {
 	c.max_tokens.anonymous == 256
 	c.max_tokens.authenticated == 1024
 	c.max_tokens.groups.members == 4096
+	c.max_choices == 8
 	some rule in c.deny_patterns
 	rule.id == "prompt-injection"
 }
