@@ -111,8 +111,19 @@ streaming if object.get(body, "stream", false) == true
 # The APIs that act on a model and are judged by every rule.
 model_apis := {"chat.completions", "completions", "embeddings", "responses"}
 
-# The deny set, one reason per violated rule. Listing models is open to all.
+# Listing or retrieving models (GET /v1/models, GET /v1/models/{id}) is open
+# to all and judged by no other rule. The gateway names any other method on
+# /v1/models... api "other"; an api "models" with another method is not
+# exempt either.
+default models_read := false
+
+models_read if {
+	api == "models"
+	method == "GET"
+}
+
+# The deny set, one reason per violated rule.
 deny contains msg if {
-	api != "models"
+	not models_read
 	some msg in violation
 }

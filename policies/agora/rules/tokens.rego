@@ -31,24 +31,67 @@ authenticated_cap := null if {
 	is_number(c)
 } else := null
 
-# The cap for this caller (reported as the decision's max_tokens).
+# The cap for this caller, reported as the decision's max_tokens: an
+# obligation the gateway enforces on the body it forwards (it sets or lowers
+# the output-token field), so a request that asks for no limit still gets
+# this one. An explicit field above the cap is denied, not lowered.
 token_cap := authenticated_cap if authenticated
 
 token_cap := anonymous_cap if not authenticated
 
+# A positive integer: 1, 2, ... (1.0 counts; 0, -1, 1.5, "100" and true do not).
+positive_integer(v) if {
+	is_number(v)
+	v >= 1
+	floor(v) == v
+}
+
+# A token field that is present (null counts as absent) must be a positive
+# integer, and at most the caller's cap.
 violation contains msg if {
 	some field in token_fields
 	v := object.get(body, field, null)
 	v != null
-	not is_number(v)
-	msg := sprintf("%s must be a number", [field])
+	not positive_integer(v)
+	msg := sprintf("%s must be a positive integer", [field])
 }
 
 violation contains msg if {
 	is_number(token_cap)
 	some field in token_fields
 	v := object.get(body, field, null)
-	is_number(v)
+	positive_integer(v)
 	v > token_cap
 	msg := sprintf("%s %v exceeds the cap of %v tokens for this caller", [field, v, token_cap])
+}
+
+# Choices (data `max_choices`; null or absent means no cap). The token cap
+# bounds each choice, so the number of choices bounds the total: `n`
+# (chat.completions, completions) and `best_of` (completions: candidates
+# generated server-side) must be positive integers, at most max_choices.
+choice_fields := ["n", "best_of"]
+
+max_choices := object.get(cfg, "max_choices", null)
+
+violation contains msg if {
+	some field in choice_fields
+	v := object.get(body, field, null)
+	v != null
+	not positive_integer(v)
+	msg := sprintf("%s must be a positive integer", [field])
+}
+
+violation contains msg if {
+	positive_integer(max_choices)
+	some field in choice_fields
+	v := object.get(body, field, null)
+	positive_integer(v)
+	v > max_choices
+	msg := sprintf("%s %v exceeds the cap of %v choices", [field, v, max_choices])
+}
+
+# A malformed cap fails closed: every request is refused until it is fixed.
+violation contains "max_choices is not a positive integer or null; the policy refuses requests until it is fixed" if {
+	max_choices != null
+	not positive_integer(max_choices)
 }

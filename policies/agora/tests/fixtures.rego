@@ -1,5 +1,7 @@
-# Builders of input documents for the tests, shaped exactly as the gateway
-# sends them (see docs/policy.md).
+# Builders of input documents for the tests, shaped as the gateway sends them
+# (see docs/policy.md), except `texts`: only the gateway can normalise the
+# strings (NFKC), so doc() leaves it out, as a hand-written input would, and
+# tests of what the gateway adds set it with with_texts().
 package agora.tests.fixtures
 
 anonymous := {"authenticated": false, "sub": null, "iss": null, "claims": {}}
@@ -55,6 +57,12 @@ embedding(caller, model, text) := doc("embeddings", "POST", "/v1/embeddings", ca
 response(caller, model, items) := doc("responses", "POST", "/v1/responses", caller, {"model": model, "input": items})
 
 models_list(caller) := doc("models", "GET", "/v1/models", caller, {})
+
+# d with input.texts, the normalised strings the gateway adds.
+with_texts(d, texts) := object.union(d, {"texts": texts})
+
+# d with body.<field> set (JSON pointer p under /body).
+body_set(d, p, v) := json.patch(d, [{"op": "add", "path": concat("", ["/body", p]), "value": v}])
 
 # The shipped configuration with one knob changed (JSON pointer p), to use as
 # `with data.agora.config as f.config_set(p, v)`. Replace data.agora.config

@@ -41,9 +41,67 @@ test_no_requested_tokens_is_allowed if {
 	main.allow with input as f.chat_with(f.anonymous, "demo-small", "hi", {"max_tokens": null})
 }
 
-test_non_numeric_token_fields_are_denied if {
-	d := main with input as f.chat_with(f.user(["members"]), "demo-small", "hi", {"max_tokens": "5000"})
-	d.reasons == ["max_tokens must be a number"]
+# A token field must be a positive integer, whatever the caller's cap (the
+# gateway refuses such fields too, but the policy does not rely on it).
+test_token_fields_must_be_positive_integers if {
+	every field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+		every v in [0, -1, 1.5, "100", true, [100], {"n": 1}] {
+			d := main with input as f.chat_with(f.user(["members"]), "demo-small", "hi", {field: v})
+			d.reasons == [sprintf("%s must be a positive integer", [field])]
+		}
+	}
+	main.allow with input as f.chat_with(f.anonymous, "demo-small", "hi", {"max_tokens": 1})
+	main.allow with input as f.chat_with(f.anonymous, "demo-small", "hi", {"max_tokens": 100.0})
+	c := f.config_set("/max_tokens/anonymous", null)
+	d := main with input as f.chat_with(f.anonymous, "demo-small", "hi", {"max_tokens": -1}) with data.agora.config as c
+	d.reasons == ["max_tokens must be a positive integer"]
+}
+
+test_a_bad_and_a_capped_field_give_one_reason_each if {
+	d := main with input as f.chat_with(f.anonymous, "demo-small", "hi", {"max_tokens": 1000, "max_completion_tokens": 1.5})
+	d.reasons == [
+		"max_completion_tokens must be a positive integer",
+		"max_tokens 1000 exceeds the cap of 256 tokens for this caller",
+	]
+	e := main with input as f.chat_with(f.anonymous, "demo-small", "hi", {"max_tokens": 1000.5})
+	e.reasons == ["max_tokens must be a positive integer"]
+}
+
+# n (choices) and best_of: positive integers, at most data max_choices.
+test_choices_within_the_cap if {
+	every field in ["n", "best_of"] {
+		main.allow with input as f.chat_with(f.anonymous, "demo-small", "hi", {field: 1})
+		main.allow with input as f.chat_with(f.anonymous, "demo-small", "hi", {field: 8})
+		main.allow with input as f.chat_with(f.anonymous, "demo-small", "hi", {field: null})
+		d := main with input as f.chat_with(f.anonymous, "demo-small", "hi", {field: 9})
+		d.reasons == [sprintf("%s 9 exceeds the cap of 8 choices", [field])]
+	}
+	c := main with input as f.completion(f.anonymous, "demo-small", "hi") with input.body.n as 100
+	c.reasons == ["n 100 exceeds the cap of 8 choices"]
+}
+
+test_choices_must_be_positive_integers if {
+	every field in ["n", "best_of"] {
+		every v in [0, -1, 1.5, "2", false, [2]] {
+			d := main with input as f.chat_with(f.anonymous, "demo-small", "hi", {field: v})
+			d.reasons == [sprintf("%s must be a positive integer", [field])]
+		}
+	}
+}
+
+test_choices_cap_comes_from_data if {
+	inp := f.chat_with(f.anonymous, "demo-small", "hi", {"n": 50})
+	main.allow with input as inp with data.agora.config as f.config_set("/max_choices", null)
+	main.allow with input as inp with data.agora.config as json.remove(data.agora.config, ["max_choices"])
+	d := main with input as inp with data.agora.config as f.config_set("/max_choices", 2)
+	d.reasons == ["n 50 exceeds the cap of 2 choices"]
+}
+
+test_malformed_choices_cap_fails_closed if {
+	every bad in [0, -3, 2.5, "8", true, [8]] {
+		d := main with input as f.chat(f.anonymous, "demo-small", "hi") with data.agora.config as f.config_set("/max_choices", bad)
+		d.reasons == ["max_choices is not a positive integer or null; the policy refuses requests until it is fixed"]
+	}
 }
 
 test_highest_group_cap_wins_and_overrides_default if {
