@@ -219,6 +219,10 @@ def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
     assert message in result.stdout + result.stderr
 
 
+# Values that pass the auth and caller-hash checks, for cases about something else.
+_ANONYMOUS_UNKEYED = ("auth.required=false", "decisionLog.callerHash=unkeyed")
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -238,8 +242,14 @@ def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
         ([], "auth.required is true, so tokens must be verified"),
         (["auth.jwksUrl=https://a.example/jwks"], "auth.issuer and auth.audience are required"),
         (["auth.required=false"], "decisionLog.callerHashKeySecret is required"),
-        (["gateway.adminPort=8080"], "gateway.adminPort and gateway.port are both 8080"),
-        (["opa.diagnosticPort=8282"], "gateway.bundlePort and opa.diagnosticPort are both 8282"),
+        (
+            [*_ANONYMOUS_UNKEYED, "gateway.adminPort=8080"],
+            "gateway.adminPort and gateway.port are both 8080",
+        ),
+        (
+            [*_ANONYMOUS_UNKEYED, "opa.diagnosticPort=8282"],
+            "gateway.bundlePort and opa.diagnosticPort are both 8282",
+        ),
     ],
 )
 def test_template_refuses_inconsistent_values(helm: str, settings: list[str], message: str) -> None:
