@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -226,23 +225,29 @@ async def healthz(request: Request) -> Response:
 
 async def public_readyz(request: Request) -> Response:
     """Ready or not, with one line of reason: the component detail is on the admin listener."""
-    detailed = await readyz(request)
-    reasons = json.loads(bytes(detailed.body)).get("reasons") or []
-    ready = detailed.status_code == 200
-    body: dict[str, Any] = {"ready": ready}
-    if not ready:
-        body["reason"] = str(reasons[0]).splitlines()[0] if reasons else "not ready"
-    return JSONResponse(body, status_code=detailed.status_code)
+    reasons, _ = await _readiness(request.app.state.gateway)
+    body: dict[str, Any] = {"ready": not reasons}
+    if reasons:
+        body["reason"] = reasons[0].splitlines()[0]
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 async def readyz(request: Request) -> Response:
-    """Ready only when a verified version is active and OPA enforces it.
+    """The admin listener's readiness: the reasons, and every component's state."""
+    reasons, detail = await _readiness(request.app.state.gateway)
+    detail["ready"] = not reasons
+    detail["reasons"] = reasons
+    return JSONResponse(detail, status_code=503 if reasons else 200)
 
-    OPA may lag the gateway by ``policy.switch_overlap_ms`` after a switch (its
-    answers still count meanwhile); beyond that, OPA enforcing a superseded
-    version (the new bundle did not compile in OPA, say) makes the gateway unready.
+
+async def _readiness(gateway: Gateway) -> tuple[list[str], dict[str, Any]]:
+    """Why the gateway is not ready (none: ready), and the detail operators see.
+
+    Ready only when a verified version is active and OPA enforces it. OPA may
+    lag the gateway by ``policy.switch_overlap_ms`` after a switch (its answers
+    still count meanwhile); beyond that, OPA enforcing a superseded version (the
+    new bundle did not compile in OPA, say) makes the gateway unready.
     """
-    gateway: Gateway = request.app.state.gateway
     active = gateway.store.active
     detail: dict[str, Any] = {
         "policy": None
@@ -284,10 +289,8 @@ async def readyz(request: Request) -> Response:
             else:
                 detail["switching"] = lag
     if gateway.recorder.state is State.ERROR:
-        reasons.append("the decision log is failing")
-    detail["ready"] = not reasons
-    detail["reasons"] = reasons
-    return JSONResponse(detail, status_code=200 if not reasons else 503)
+        reasons.append(f"the decision log is failing: {gateway.recorder.detail}")
+    return reasons, detail
 
 
 async def transparency(request: Request) -> Response:

@@ -44,6 +44,8 @@ from gateway.transparency import DecisionCounts
 logger = logging.getLogger("agora.decisions")
 
 MAX_MODEL_LABELS = 100
+ADMISSION_FAILURE_SHOWN_S = 60.0
+"""How long /readyz shows that an allowed request was refused because it could not be logged."""
 
 
 @dataclass
@@ -76,16 +78,33 @@ class DecisionRecorder:
         self._writer = DecisionLogWriter(config)
         self._metrics = metrics
         self._model_labels: set[str] = set()
+        self._last_admission_failure: tuple[float, str] | None = None
         self.counts = DecisionCounts()
         metrics.registry.register(DecisionLogCollector(self._writer))
 
     @property
     def state(self) -> State:
-        return self._writer.state
+        """The writer's state; WARN for a while after a request was refused for want of a record."""
+        state = self._writer.state
+        if state is State.OK and self._recent_admission_failure() is not None:
+            return State.WARN
+        return state
 
     @property
     def detail(self) -> str:
-        return self._writer.detail
+        failure = self._recent_admission_failure()
+        if failure is None:
+            return self._writer.detail
+        return f"{self._writer.detail}; {failure}"
+
+    def _recent_admission_failure(self) -> str | None:
+        if self._last_admission_failure is None:
+            return None
+        at, message = self._last_admission_failure
+        since = time.monotonic() - at
+        if since > ADMISSION_FAILURE_SHOWN_S:
+            return None
+        return f"an allowed request was refused {since:.0f} s ago: {message}"
 
     @property
     def writer(self) -> DecisionLogWriter:
@@ -151,6 +170,7 @@ class DecisionRecorder:
             await self._writer.submit(entry, durable=self._config.durability == "record")
         except DecisionLogError as exc:
             self._metrics.log_admission_failures.inc()
+            self._last_admission_failure = (time.monotonic(), str(exc))
             logger.warning("request %s not forwarded: %s", outcome.decision_id, exc)
             raise
         outcome.admitted = True

@@ -165,6 +165,8 @@ async def test_admit_refuses_when_the_queue_is_full_and_must_fail_closed(
         await recorder.admit(refused)
     assert not refused.admitted
     assert metrics.registry.get_sample_value("agora_decision_log_admission_failures_total") == 1
+    assert recorder.state is State.WARN  # shown in /readyz for a while
+    assert "an allowed request was refused 0 s ago" in recorder.detail
     assert decisions_total(metrics, "allowed") == 2
     release.set()
     await recorder.stop()
