@@ -33,10 +33,10 @@ from typing import Any
 from gateway.auth import Caller
 from gateway.config import DecisionLog
 from gateway.decisionlog import verify
-from gateway.decisions import DecisionRecorder, Outcome
+from gateway.decisionlog.recorder import DecisionRecorder, Outcome
 from gateway.metrics import GatewayMetrics
-from gateway.pinning import PolicyVersion
-from gateway.policy import Decision, RequestFacts
+from gateway.pinning.store import PolicyVersion
+from gateway.policy.engine import Decision, RequestFacts
 
 KEY_ENV = "BENCH_CALLER_KEY"
 VERSION = PolicyVersion(version=7, digest="sha256:" + "ab" * 32, source="bench", archive=b"")

@@ -77,7 +77,7 @@ MODEL = "demo-small"
 PROMPT = "Summarise the main trade-offs of running a policy gateway in front of a model API."
 TARGETS = ("direct", "bare", "gateway", "gateway-jwt")
 CHAT_PATH = "/v1/chat/completions"
-BUNDLE_RESOURCE = "/_agora/bundles/active.tar.gz"  # gateway.pinning.BUNDLE_RESOURCE
+BUNDLE_RESOURCE = "/_agora/bundles/active.tar.gz"  # gateway.pinning.store.BUNDLE_RESOURCE
 DRAIN_S = 15.0
 """How long the client waits, after the window, for answers still in flight."""
 

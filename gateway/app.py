@@ -23,14 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 
-from gateway.admission import AdmissionControl
 from gateway.auth import Authenticator
-from gateway.body import JsonBody, parse_json_body
-from gateway.bundle import load_bundle
 from gateway.config import Settings
-from gateway.deadlines import read_within
 from gateway.decisionlog.errors import DecisionLogError
-from gateway.decisions import DecisionRecorder, Outcome
+from gateway.decisionlog.recorder import DecisionRecorder, Outcome
 from gateway.exceptions import (
     AgoraError,
     AuthError,
@@ -49,18 +45,22 @@ from gateway.exceptions import (
 )
 from gateway.governance import EmbeddedGovernance, start_watcher
 from gateway.lifecycle import State
-from gateway.obligations import apply_obligations
+from gateway.pinning.bundle import load_bundle
+from gateway.policy.obligations import apply_obligations
+from gateway.request.body import JsonBody, parse_json_body
+from gateway.request.deadlines import read_within
+from gateway.serving.admission import AdmissionControl
 
 if TYPE_CHECKING:
-    from gateway.ratification import RatificationWatcher
+    from gateway.pinning.watcher import RatificationWatcher
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.opa import ManagedOpa
-from gateway.pinning import BUNDLE_RESOURCE, PolicyStore, bundle_endpoint
-from gateway.policy import PolicyEngine, RequestFacts
-from gateway.proxy import Client, ProxyResponse, StreamOutcome, UpstreamPool
+from gateway.pinning.store import BUNDLE_RESOURCE, PolicyStore, bundle_endpoint
+from gateway.policy.engine import PolicyEngine, RequestFacts
+from gateway.policy.opa import ManagedOpa
+from gateway.request.target import MODEL_NAME, canonical_target, classify_api, model_in_path
 from gateway.responses import error_response
-from gateway.routing import RouteTable
-from gateway.target import MODEL_NAME, canonical_target, classify_api, model_in_path
+from gateway.upstream.pool import Client, ProxyResponse, StreamOutcome, UpstreamPool
+from gateway.upstream.routing import RouteTable
 
 logger = logging.getLogger("agora.gateway")
 

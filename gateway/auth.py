@@ -27,7 +27,7 @@ import jwt
 
 from gateway.config import Auth
 from gateway.exceptions import AuthError, ConfigError
-from gateway.jsondepth import nested_deeper_than
+from gateway.request.jsondepth import nested_deeper_than
 
 logger = logging.getLogger(__name__)
 

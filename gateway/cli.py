@@ -14,10 +14,10 @@ import uvicorn
 import yaml
 
 from gateway import __version__
-from gateway.bundle import build_archive, load_bundle
 from gateway.config import DEFAULT_BUNDLE_PORT, load_settings
 from gateway.exceptions import AgoraError
-from gateway.opa import opa_config
+from gateway.pinning.bundle import build_archive, load_bundle
+from gateway.policy.opa import opa_config
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -116,7 +116,7 @@ def _missing_extra(module: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.server import GatewayServer
+    from gateway.serving.server import GatewayServer
 
     GatewayServer(load_settings(args.config), log_level=args.log_level).run()
     return 0

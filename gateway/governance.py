@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from gateway.bundle_source import BundleSource
 from gateway.config import Governance, Settings
 from gateway.exceptions import ConfigError
 from gateway.metrics import GatewayMetrics
-from gateway.pinning import PolicyStore
+from gateway.pinning.source import BundleSource
+from gateway.pinning.store import PolicyStore
 from gateway.redaction import protect_logs
 
 if TYPE_CHECKING:
     from web3 import Web3
 
     from gateway.chain.deploy import Deployment
-    from gateway.ratification import RatificationWatcher
+    from gateway.pinning.watcher import RatificationWatcher
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ async def start_watcher(
     """Build and start the watcher that activates ratified versions."""
     try:
         from gateway.chain.registry import RegistryClient
-        from gateway.ratification import RatificationWatcher
+        from gateway.pinning.watcher import RatificationWatcher
     except ImportError as exc:
         raise ConfigError(
             f"governance needs the chain extra ({exc.name} is missing): "

@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from gateway.config import Settings
 from gateway.demo_model import create_demo_app
 from gateway.exceptions import ChainError
-from gateway.server import GatewayServer
+from gateway.serving.server import GatewayServer
 
 if TYPE_CHECKING:
     from gateway.chain.rpc_bridge import RpcBridge

@@ -17,7 +17,6 @@ from typing import Literal
 
 from web3 import Web3
 
-from gateway.bundle import load_bundle
 from gateway.chain.cli import DEPLOYMENT_ENV, RPC_URL_ENV
 from gateway.chain.deploy import (
     Deployment,
@@ -33,6 +32,7 @@ from gateway.chain.rpc import connect
 from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
 from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError, ConfigError
+from gateway.pinning.bundle import load_bundle
 
 
 def deploy(args: Namespace) -> int:

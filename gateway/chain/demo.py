@@ -11,12 +11,12 @@ from pathlib import Path
 
 from web3 import Web3
 
-from gateway.bundle import load_bundle
 from gateway.chain.deploy import Deployment, GovernanceParams, deploy_governance
 from gateway.chain.embedded import EmbeddedChain
 from gateway.chain.governance import Governance, Support
 from gateway.chain.registry import Ratification
 from gateway.exceptions import ChainError
+from gateway.pinning.bundle import load_bundle
 
 # Blocks are mined on demand in tests (a cycle takes about a second); with the quickstart's
 # block a second, people have 30 s to vote and wait 10 s of timelock.

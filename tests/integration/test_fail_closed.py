@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.opa import opa_config
+from gateway.policy.opa import opa_config
 from tests.integration.conftest import DemoModel, RunningGateway, StartGateway
 from tests.support import Process, Signer, free_port, wait_for_http
 

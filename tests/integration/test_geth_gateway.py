@@ -35,7 +35,6 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.bundle import load_bundle
 from gateway.chain.cli import DEPLOYMENT_ENV, RPC_URL_ENV
 from gateway.chain.deploy import Deployment
 from gateway.chain.governance import Governance, Support
@@ -43,6 +42,7 @@ from gateway.chain.keys import PRIVATE_KEY_ENV, load_account
 from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc import connect
 from gateway.chain.transactions import Sender
+from gateway.pinning.bundle import load_bundle
 from tests.integration.conftest import DemoModel, RunningGateway, StartGateway
 from tests.integration.geth import DEV_CHAIN_ID, GethNode, start_geth
 from tests.support import ROOT, free_port, run_agora

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.bundle import load_bundle
+from gateway.pinning.bundle import load_bundle
 from tests.integration.conftest import StartGateway
 
 ROOT = Path(__file__).resolve().parents[2]

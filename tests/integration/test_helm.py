@@ -26,9 +26,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from gateway.bundle import load_bundle
 from gateway.config import Settings, apply_env_overrides
-from gateway.opa import opa_config
+from gateway.pinning.bundle import load_bundle
+from gateway.policy.opa import opa_config
 from tests.support import ROOT, TOOL_BIN, Process, free_port, python_module, wait_for_http
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.admission import QUEUE_FULL, QUEUE_TIMEOUT, AdmissionControl
 from gateway.metrics import REQUESTS_SHED, GatewayMetrics
+from gateway.serving.admission import QUEUE_FULL, QUEUE_TIMEOUT, AdmissionControl
 
 
 class HeldApp:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.body import normalise, parse_json_body
 from gateway.exceptions import InvalidBody
+from gateway.request.body import normalise, parse_json_body
 
 
 @pytest.mark.parametrize(

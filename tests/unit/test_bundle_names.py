@@ -19,16 +19,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.bundle import Bundle, digest_of_files, load_bundle, load_bundle_bytes
-from gateway.bundle_source import BundleSource
 from gateway.chain.demo import start_embedded_governance
 from gateway.chain.registry import RegistryClient
 from gateway.config import Governance
 from gateway.exceptions import BundleError
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
-from gateway.pinning import PolicyStore
-from gateway.ratification import RatificationWatcher
+from gateway.pinning.bundle import Bundle, digest_of_files, load_bundle, load_bundle_bytes
+from gateway.pinning.source import BundleSource
+from gateway.pinning.store import PolicyStore
+from gateway.pinning.watcher import RatificationWatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = "agora/rules/models.rego"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bundle import load_bundle
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.demo import EMBEDDED_PARAMS, ratify_embedded
 from gateway.chain.deploy import Deployment, deploy_governance
@@ -19,6 +18,7 @@ from gateway.chain.registry import RegistryClient
 from gateway.chain.tokens import TOKEN_UNIT
 from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError
+from gateway.pinning.bundle import load_bundle
 
 # Votes of each account after distribution (the supply is 1,000,000; quorum is 4%).
 DEPLOYER, ALICE, BOB, CAROL, NOBODY = range(5)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.deadlines import read_within
 from gateway.exceptions import BodyTimeout
+from gateway.request.deadlines import read_within
 
 
 async def chunks(count: int, every_s: float) -> AsyncIterator[bytes]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from gateway import decisions as decisions_module
 from gateway.auth import Caller
 from gateway.config import DecisionLog
 from gateway.decisionlog import (
@@ -23,11 +22,12 @@ from gateway.decisionlog import (
     input_sha256,
     stats,
 )
-from gateway.decisions import DecisionRecorder, Outcome
+from gateway.decisionlog import recorder as recorder_module
+from gateway.decisionlog.recorder import DecisionRecorder, Outcome
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
-from gateway.pinning import PolicyVersion
-from gateway.policy import Decision, RequestFacts
+from gateway.pinning.store import PolicyVersion
+from gateway.policy.engine import Decision, RequestFacts
 
 VERSION = PolicyVersion(version=4, digest="sha256:" + "4f" * 32, source="test", archive=b"")
 
@@ -233,13 +233,13 @@ async def test_a_large_input_is_hashed_off_the_event_loop(
 ) -> None:
     recorder, _ = await recorder_for(tmp_path)
     threads: list[str] = []
-    digest = decisions_module.input_sha256
+    digest = recorder_module.input_sha256
 
     def watched(document: object) -> str:
         threads.append(threading.current_thread().name)
         return digest(document)
 
-    monkeypatch.setattr(decisions_module, "input_sha256", watched)
+    monkeypatch.setattr(recorder_module, "input_sha256", watched)
     small, large = request(1), request(2, document={"input": [0.1 + i for i in range(60_000)]})
     await recorder.admit(small)
     await recorder.admit(large)

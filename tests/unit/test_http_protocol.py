@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from gateway.config import Limits
-from gateway.http_protocol import BODY_TIMEOUT, HEADER_TIMEOUT, bounded_protocol
+from gateway.serving.http_protocol import BODY_TIMEOUT, HEADER_TIMEOUT, bounded_protocol
 
 DEADLINE_S = 0.3
 GET = b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n"

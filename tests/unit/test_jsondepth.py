@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gateway.jsondepth import nested_deeper_than
+from gateway.request.jsondepth import nested_deeper_than
 
 
 @pytest.mark.parametrize("depth", [1, 5, 31, 32])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.server import ListenerRouter
+from gateway.serving.server import ListenerRouter
 
 
 class Recorder:

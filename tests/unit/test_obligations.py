@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.exceptions import ObligationRefused
-from gateway.obligations import apply_obligations
+from gateway.policy.obligations import apply_obligations
 
 
 def forwarded(api: str, body: dict[str, Any], cap: int | None, field: str = "max_tokens") -> Any:

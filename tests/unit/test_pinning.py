@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from gateway.bundle import Bundle
 from gateway.exceptions import BundleError, DigestMismatch
-from gateway.pinning import PolicyStore, _is_loopback, _prefer_wait, prepare_version
+from gateway.pinning.bundle import Bundle
+from gateway.pinning.store import PolicyStore, _is_loopback, _prefer_wait, prepare_version
 
 
 def bundle(rule: str = "allow := true") -> Bundle:

@@ -13,12 +13,12 @@ from starlette.routing import Route
 
 from gateway.app import readyz
 from gateway.auth import ANONYMOUS
-from gateway.bundle import Bundle
 from gateway.config import Settings
 from gateway.exceptions import PolicyUnavailable
 from gateway.lifecycle import State
-from gateway.pinning import PolicyStore
-from gateway.policy import PolicyEngine, RequestFacts, build_input
+from gateway.pinning.bundle import Bundle
+from gateway.pinning.store import PolicyStore
+from gateway.policy.engine import PolicyEngine, RequestFacts, build_input
 
 FACTS = RequestFacts(
     api="chat.completions",

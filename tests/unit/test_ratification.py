@@ -21,8 +21,6 @@ from web3 import HTTPProvider, Web3
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
-from gateway.bundle import Bundle, digest_of_files
-from gateway.bundle_source import BundleSource
 from gateway.chain.demo import ratify_embedded, start_embedded_governance
 from gateway.chain.digests import to_bytes32
 from gateway.chain.embedded import EmbeddedChain
@@ -35,8 +33,10 @@ from gateway.exceptions import ChainError, ConfigError
 from gateway.governance import start_watcher
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
-from gateway.pinning import PolicyStore
-from gateway.ratification import RatificationWatcher
+from gateway.pinning.bundle import Bundle, digest_of_files
+from gateway.pinning.source import BundleSource
+from gateway.pinning.store import PolicyStore
+from gateway.pinning.watcher import RatificationWatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 

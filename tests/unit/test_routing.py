@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import AnyHttpUrl
 
 from gateway.config import Upstream
-from gateway.routing import RouteTable
+from gateway.upstream.routing import RouteTable
 
 
 def upstream(name: str, *models: str) -> Upstream:

@@ -28,7 +28,6 @@ from web3._utils.error_formatters_utils import raise_contract_logic_error_on_rev
 from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.types import RPCResponse
 
-from gateway.bundle import load_bundle
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.demo import ratify_embedded
 from gateway.chain.deploy import Deployment, GovernanceParams, deploy_governance
@@ -42,6 +41,7 @@ from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError
 from gateway.governance import EmbeddedGovernance
 from gateway.lifecycle import State
+from gateway.pinning.bundle import load_bundle
 from tests.support import ROOT, tool_env
 
 PERIOD_S = 0.2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.exceptions import InvalidTarget
-from gateway.target import canonical_target, classify_api, model_in_path
+from gateway.request.target import canonical_target, classify_api, model_in_path
 
 
 @pytest.mark.parametrize(

@@ -28,13 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gateway.bundle_source import BundleSource, BundleUnavailable
 from gateway.chain.registry import InconsistentRegistry, Ratification, RegistryClient
 from gateway.config import Governance
 from gateway.exceptions import BundleError, ChainError, DigestMismatch
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
-from gateway.pinning import PolicyStore, PolicyVersion, prepare_version
+from gateway.pinning.source import BundleSource, BundleUnavailable
+from gateway.pinning.store import PolicyStore, PolicyVersion, prepare_version
 from gateway.redaction import scrub
 
 logger = logging.getLogger("agora.ratification")

@@ -20,8 +20,8 @@ from functools import cache
 from typing import Any
 
 from gateway.exceptions import InvalidBody
-from gateway.jsondepth import nested_deeper_than
-from gateway.target import MODEL_NAME
+from gateway.request.jsondepth import nested_deeper_than
+from gateway.request.target import MODEL_NAME
 
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 COUNT_FIELDS = ("n", "best_of")

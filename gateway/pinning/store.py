@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.bundle import MANIFEST, Bundle, build_archive
 from gateway.exceptions import BundleError, DigestMismatch
+from gateway.pinning.bundle import MANIFEST, Bundle, build_archive
 
 BUNDLE_MEDIA_TYPE = "application/vnd.openpolicyagent.bundles"
 BUNDLE_RESOURCE = "/_agora/bundles/active.tar.gz"

@@ -16,8 +16,14 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from gateway.bundle import DEFAULT_LIMITS, Bundle, BundleLimits, load_bundle, load_bundle_bytes
 from gateway.exceptions import BundleError
+from gateway.pinning.bundle import (
+    DEFAULT_LIMITS,
+    Bundle,
+    BundleLimits,
+    load_bundle,
+    load_bundle_bytes,
+)
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 

@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.app import GatewayApps, create_app
 from gateway.config import Admin, AdminListen, BundleListen, BundleService, Listen, Settings
 from gateway.exceptions import ConfigError
-from gateway.http_protocol import bounded_protocol
 from gateway.metrics import GatewayMetrics
+from gateway.serving.http_protocol import bounded_protocol
 
 logger = logging.getLogger("agora.server")
 

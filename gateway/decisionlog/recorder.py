@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.auth import Caller
 from gateway.config import DecisionLog
+from gateway.decisionlog.counts import DecisionCounts
 from gateway.decisionlog.errors import (
     DecisionLogError,
     DecisionLogUnavailable,
@@ -38,8 +39,7 @@ from gateway.decisionlog.record import outcome as outcome_label
 from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.lifecycle import State
 from gateway.metrics import DecisionLogCollector, GatewayMetrics
-from gateway.policy import Decision, RequestFacts
-from gateway.transparency import DecisionCounts
+from gateway.policy.engine import Decision, RequestFacts
 
 logger = logging.getLogger("agora.decisions")
 

@@ -20,7 +20,7 @@ from opa_client.opa_async import AsyncOpaClient
 
 from gateway.auth import Caller
 from gateway.exceptions import PolicyUnavailable
-from gateway.pinning import PolicyStore, PolicyVersion
+from gateway.pinning.store import PolicyStore, PolicyVersion
 
 _ATTEMPTS = 3
 

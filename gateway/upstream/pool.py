@@ -135,7 +135,7 @@ class UpstreamPool:
     ) -> aiohttp.ClientResponse:
         """Send the request and return once the upstream's status and headers arrive.
 
-        ``path_and_query`` is the canonical target (gateway.target): it is appended
+        ``path_and_query`` is the canonical target (gateway.request.target): it is appended
         to the upstream's base URL as it is, never joined or re-resolved.
         """
         outgoing = CIMultiDict(
