@@ -36,7 +36,8 @@ from gateway.decisionlog import verify
 from gateway.decisionlog.recorder import DecisionRecorder, Outcome
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.store import PolicyVersion
-from gateway.policy.engine import Decision, RequestFacts
+from gateway.policy.engine import Decision
+from gateway.policy.input import RequestFacts
 
 KEY_ENV = "BENCH_CALLER_KEY"
 VERSION = PolicyVersion(version=7, digest="sha256:" + "ab" * 32, source="bench", archive=b"")

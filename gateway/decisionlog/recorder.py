@@ -39,7 +39,8 @@ from gateway.decisionlog.record import outcome as outcome_label
 from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.lifecycle import State
 from gateway.metrics import DecisionLogCollector, GatewayMetrics
-from gateway.policy.engine import Decision, RequestFacts
+from gateway.policy.engine import Decision
+from gateway.policy.input import RequestFacts
 
 logger = logging.getLogger("agora.decisions")
 

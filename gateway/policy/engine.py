@@ -1,4 +1,4 @@
-"""The policy input document, and decisions asked of OPA through its Data API.
+"""Decisions asked of OPA through its Data API, and trusted only from the version in force.
 
 A decision is only trusted when OPA names, through ``provenance``, the bundle
 revision that produced it and that revision is the verified version in force
@@ -10,8 +10,7 @@ PolicyUnavailable: the gateway fails closed.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,49 +20,9 @@ from opa_client.opa_async import AsyncOpaClient
 from gateway.auth import Caller
 from gateway.exceptions import PolicyUnavailable
 from gateway.pinning.store import PolicyStore, PolicyVersion
+from gateway.policy.input import RequestFacts, build_input
 
 _ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class RequestFacts:
-    """What the gateway knows of a request before asking policy."""
-
-    api: str
-    model: str | None
-    stream: bool
-    body: Any
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    upstream: str | None
-    texts: list[str] = field(default_factory=list)
-    """Every string of the body, normalised (body.normalise), for deny patterns."""
-
-
-def build_input(
-    facts: RequestFacts, caller: Caller, version: PolicyVersion, now: datetime | None = None
-) -> dict[str, Any]:
-    """The ``input`` document of docs/policy.md, exactly as Rego sees it."""
-    moment = now or datetime.now(UTC)
-    return {
-        "api": facts.api,
-        "model": facts.model,
-        "stream": facts.stream,
-        "body": facts.body if facts.body is not None else {},
-        "texts": facts.texts,
-        "request": {
-            "method": facts.method,
-            "path": facts.path,
-            "query": facts.query,
-            "headers": facts.headers,
-        },
-        "caller": caller.as_input(),
-        "upstream": facts.upstream,
-        "policy": {"version": version.version, "digest": version.digest},
-        "time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }
 
 
 @dataclass(frozen=True)

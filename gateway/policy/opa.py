@@ -26,7 +26,7 @@ import yaml
 
 from gateway.exceptions import ConfigError
 from gateway.lifecycle import State
-from gateway.pinning.store import BUNDLE_RESOURCE
+from gateway.pinning.service import BUNDLE_RESOURCE
 
 logger = logging.getLogger("agora.opa")
 

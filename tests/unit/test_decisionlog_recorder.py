@@ -27,7 +27,8 @@ from gateway.decisionlog.recorder import DecisionRecorder, Outcome
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.store import PolicyVersion
-from gateway.policy.engine import Decision, RequestFacts
+from gateway.policy.engine import Decision
+from gateway.policy.input import RequestFacts
 
 VERSION = PolicyVersion(version=4, digest="sha256:" + "4f" * 32, source="test", archive=b"")
 

@@ -6,7 +6,8 @@ import pytest
 
 from gateway.exceptions import BundleError, DigestMismatch
 from gateway.pinning.bundle import Bundle
-from gateway.pinning.store import PolicyStore, _is_loopback, _prefer_wait, prepare_version
+from gateway.pinning.service import _is_loopback, _prefer_wait
+from gateway.pinning.store import PolicyStore, prepare_version
 
 
 def bundle(rule: str = "allow := true") -> Bundle:

@@ -11,14 +11,15 @@ from aiohttp import web
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway.app import readyz
+from gateway.endpoints import readyz
 from gateway.auth import ANONYMOUS
 from gateway.config import Settings
 from gateway.exceptions import PolicyUnavailable
 from gateway.lifecycle import State
 from gateway.pinning.bundle import Bundle
 from gateway.pinning.store import PolicyStore
-from gateway.policy.engine import PolicyEngine, RequestFacts, build_input
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.input import RequestFacts, build_input
 
 FACTS = RequestFacts(
     api="chat.completions",
