@@ -2,10 +2,11 @@
 
 A body another parser could read differently is refused (400) rather than judged:
 bytes that are not UTF-8, duplicate keys (parsers disagree on which one wins),
-``NaN``/``Infinity``, unpaired surrogate escapes, nesting deeper than
-``limits.max_json_depth``, a ``stream`` that is not a boolean, or a token or
-choice count that is not a positive integer. What passes is forwarded as the
-very bytes that were parsed, unless an obligation rewrites it (obligations.py).
+``NaN``/``Infinity`` or a number too large for a double (``1e400``), unpaired
+surrogate escapes, nesting deeper than ``limits.max_json_depth``, a ``stream``
+that is not a boolean, or a token or choice count that is not a positive
+integer. What passes is forwarded as the very bytes that were parsed, unless an
+obligation rewrites it (obligations.py).
 
 The same walk collects ``texts``: every string the model will read (values and
 keys), normalised so that look-alike spellings cannot slip past deny patterns.
@@ -14,6 +15,7 @@ keys), normalised so that look-alike spellings cannot slip past deny patterns.
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -50,7 +52,10 @@ def parse_json_body(raw: bytes, max_depth: int) -> JsonBody:
         raise InvalidBody(f"the request body is nested deeper than the limit of {max_depth} levels")
     try:
         value = json.loads(
-            text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constant
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
         )
     except ValueError as exc:
         raise InvalidBody(f"the request body is not valid JSON: {exc}") from None
@@ -126,6 +131,19 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise InvalidBody(f"the request body holds {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a double, refused when it overflows to infinity.
+
+    Python reads ``1e400`` as ``inf``, which no JSON encoder can write back:
+    policy would never see it as sent, and a rewritten body would carry
+    ``Infinity``; other parsers refuse it or read it otherwise.
+    """
+    value = float(text)
+    if math.isinf(value):
+        raise InvalidBody(f"the request body holds the number {_shown(text)}, too large for JSON")
+    return value
 
 
 def _walk(root: dict[str, Any], max_depth: int, check_surrogates: bool) -> list[str]:

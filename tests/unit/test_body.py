@@ -18,6 +18,8 @@ from gateway.exceptions import InvalidBody
         b'{"a":NaN}',
         b'{"a":Infinity}',
         b'{"a":-Infinity}',
+        b'{"a":1e400}',
+        b'{"a":[-1.5E+309]}',
         b'{"stream":"true"}',
         b'{"stream":1}',
         b'{"stream":null}',
