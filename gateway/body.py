@@ -1,7 +1,8 @@
 """The request body as policy judges it: parsed once, strictly, with no recursion to exhaust.
 
 A body another parser could read differently is refused (400) rather than judged:
-bytes that are not UTF-8, duplicate keys (parsers disagree on which one wins),
+bytes that are not UTF-8, duplicate keys (parsers disagree on which one wins;
+keys that differ only in case are duplicates to Go's encoding/json),
 ``NaN``/``Infinity`` or a number too large for a double (``1e400``), unpaired
 surrogate escapes, nesting deeper than ``limits.max_json_depth``, a ``stream``
 that is not a boolean, or a token or choice count that is not a positive
@@ -119,14 +120,26 @@ def _openers_deeper_than(brackets: str, limit: int) -> bool:
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise InvalidBody(f"the request body repeats the key {_shown(key)}")
-            seen.add(key)
-    return result
+    """The object, unless two keys are one to some parser: equal, or equal but for case.
+
+    Go's encoding/json (Ollama, LocalAI and many Go proxies) matches keys to
+    fields without regard to case, last one winning: ``{"model": "a", "Model":
+    "b"}`` is model ``b`` there, while policy would judge model ``a``.
+    """
+    seen: dict[str, str] = {}
+    for key, _ in pairs:
+        folded = key.casefold()
+        first = seen.get(folded)
+        if first is None:
+            seen[folded] = key
+        elif first == key:
+            raise InvalidBody(f"the request body repeats the key {_shown(key)}")
+        else:
+            raise InvalidBody(
+                f"the request body has the keys {_shown(first)} and {_shown(key)}, "
+                "which some parsers read as one"
+            )
+    return dict(pairs)
 
 
 def _no_constant(name: str) -> Any:

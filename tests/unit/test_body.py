@@ -15,6 +15,9 @@ from gateway.exceptions import InvalidBody
     [
         b'{"model":"m","model":"n"}',
         b'{"a":{"b":1,"b":2}}',
+        b'{"model":"m","Model":"n"}',
+        b'{"a":[{"max_tokens":1,"MAX_TOKENS":2}]}',
+        b'{"max_tokens":1,"max_to\\u212aens":2}',
         b'{"a":NaN}',
         b'{"a":Infinity}',
         b'{"a":-Infinity}',
