@@ -2,7 +2,8 @@
 
 A body another parser could read differently is refused (400) rather than judged:
 bytes that are not UTF-8, duplicate keys (parsers disagree on which one wins;
-keys that differ only in case are duplicates to Go's encoding/json),
+keys that differ only in case are duplicates to Go's encoding/json), a
+top-level field not written in lower case (Go reads ``"N"`` as ``n``),
 ``NaN``/``Infinity`` or a number too large for a double (``1e400``), unpaired
 surrogate escapes, nesting deeper than ``limits.max_json_depth``, a ``stream``
 that is not a boolean, or a token or choice count that is not a positive
@@ -202,6 +203,12 @@ def _walk(root: dict[str, Any], max_depth: int, check_surrogates: bool) -> list[
 
 
 def _check_fields(body: dict[str, Any]) -> None:
+    for key in body:
+        if key.casefold() != key:
+            raise InvalidBody(
+                f"the request field {_shown(key)} must be written in lower case: some parsers "
+                f"read it as {_shown(key.casefold())}, which policy would not have judged"
+            )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise InvalidBody("stream must be true or false")
     for field in (*TOKEN_FIELDS, *COUNT_FIELDS):
