@@ -44,10 +44,11 @@ HOP_BY_HOP = frozenset(
 # recomputes framing and Host; the gateway sets the content type of what it
 # judged and the forwarding headers itself (so no caller's X-Forwarded-* at
 # all: Prefix, Host, Port... tell an upstream framework where it is mounted);
-# and method or path overrides would let an upstream framework act on another
-# method or target than the one policy judged.
+# method or path overrides would let an upstream framework act on another
+# method or target than the one policy judged; and the body is sent whole, so
+# there is no 100-continue to expect (aiohttp would hold the body back for one).
 _NOT_FORWARDED = HOP_BY_HOP | {
-    "host", "content-length", "content-type", "authorization", "cookie",
+    "host", "content-length", "content-type", "expect", "authorization", "cookie",
     "forwarded", "x-real-ip",
     "x-http-method-override", "x-http-method", "x-method-override",
     "x-original-url", "x-rewrite-url", "x-original-uri", "x-envoy-original-path",
