@@ -212,10 +212,13 @@ class ProxyResponse:
         self._started_ns = started_ns
         self._on_complete = on_complete
         self._deadline_s = started_ns / 1e9 + total_s
+        # The gateway's own headers (X-Agora-*) are its word alone: an upstream's
+        # copy would reach the client first and could name another decision or policy.
+        own = {name.lower() for name in extra_headers}
         headers = [
             (n, v)
             for n, v in forwardable_headers(upstream.headers.items())
-            if n.lower() not in _SET_BY_SERVER
+            if n.lower() not in _SET_BY_SERVER and n.lower() not in own
         ]
         headers.extend(extra_headers.items())
         self._raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
