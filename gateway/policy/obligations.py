@@ -2,10 +2,11 @@
 
 A decision's ``max_tokens`` caps the whole answer: the gateway sets or lowers the
 output-cap field of the API (``max_tokens`` / ``max_completion_tokens`` for chat
-and completions, ``max_output_tokens`` for responses), and when several choices
-are asked for (``n``, ``best_of``) it divides the cap among them, so that ``n``
-times the per-choice cap never exceeds it. A request that asks for more choices
-than the cap has tokens is refused.
+and completions, ``max_output_tokens`` for responses), and when several answers
+are asked for it divides the cap among them: choices (``n``, ``best_of``), times
+the prompts of a completions batch (``"prompt": ["a", "b"]`` is answered once
+per prompt), so that answers times the per-answer cap never exceeds it. A
+request that asks for more answers than the cap has tokens is refused.
 
 The body is rewritten only when an obligation changes it; otherwise the bytes
 forwarded are the bytes received.
@@ -42,11 +43,11 @@ def apply_obligations(
     fields = _CAP_FIELDS.get(api)
     if max_tokens is None or fields is None or body is None:
         return Forwarded(raw)
-    choices = max(int(body.get(name) or 1) for name in _CHOICE_FIELDS)
-    per_choice = max_tokens // choices
+    answers = _answers(api, body)
+    per_choice = max_tokens // answers
     if per_choice < 1:
         raise ObligationRefused(
-            f"{choices} choices cannot share the output cap of {max_tokens} tokens"
+            f"{answers} answers cannot share the output cap of {max_tokens} tokens"
         )
     present = [name for name in fields if name in body]
     if not present:
@@ -59,3 +60,17 @@ def apply_obligations(
         return Forwarded(raw, applied)
     encoded = json.dumps(changed, ensure_ascii=False, separators=(",", ":")).encode()
     return Forwarded(encoded, applied)
+
+
+def _answers(api: str, body: dict[str, Any]) -> int:
+    """How many answers the upstream generates, each up to the per-answer cap.
+
+    A completions prompt is one text, one list of token ids, or a batch: a list
+    of texts or of token-id lists, each answered ``n`` times.
+    """
+    choices = max(int(body.get(name) or 1) for name in _CHOICE_FIELDS)
+    prompt = body.get("prompt")
+    token_ids = isinstance(prompt, list) and all(isinstance(p, int) for p in prompt)
+    if api == "completions" and isinstance(prompt, list) and prompt and not token_ids:
+        return choices * len(prompt)
+    return choices

@@ -1,11 +1,14 @@
 """The request body as policy judges it: parsed once, strictly, with no recursion to exhaust.
 
 A body another parser could read differently is refused (400) rather than judged:
-bytes that are not UTF-8, duplicate keys (parsers disagree on which one wins),
-``NaN``/``Infinity``, unpaired surrogate escapes, nesting deeper than
-``limits.max_json_depth``, a ``stream`` that is not a boolean, or a token or
-choice count that is not a positive integer. What passes is forwarded as the
-very bytes that were parsed, unless an obligation rewrites it (obligations.py).
+bytes that are not UTF-8, duplicate keys (parsers disagree on which one wins;
+keys that differ only in case are duplicates to Go's encoding/json), a
+top-level field not written in lower case (Go reads ``"N"`` as ``n``),
+``NaN``/``Infinity`` or a number too large for a double (``1e400``), unpaired
+surrogate escapes, nesting deeper than ``limits.max_json_depth``, a ``stream``
+that is not a boolean, or a token or choice count that is not a positive
+integer. What passes is forwarded as the very bytes that were parsed, unless an
+obligation rewrites it (obligations.py).
 
 The same walk collects ``texts``: every string the model will read (values and
 keys), normalised so that look-alike spellings cannot slip past deny patterns.
@@ -14,6 +17,7 @@ keys), normalised so that look-alike spellings cannot slip past deny patterns.
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
@@ -46,7 +50,10 @@ def parse_json_body(raw: bytes, max_depth: int) -> JsonBody:
         raise InvalidBody(f"the request body is nested deeper than the limit of {max_depth} levels")
     try:
         value = json.loads(
-            text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constant
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
         )
     except ValueError as exc:
         raise InvalidBody(f"the request body is not valid JSON: {exc}") from None
@@ -75,18 +82,43 @@ def _format_characters() -> dict[int, None]:
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise InvalidBody(f"the request body repeats the key {_shown(key)}")
-            seen.add(key)
-    return result
+    """The object, unless two keys are one to some parser: equal, or equal but for case.
+
+    Go's encoding/json (Ollama, LocalAI and many Go proxies) matches keys to
+    fields without regard to case, last one winning: ``{"model": "a", "Model":
+    "b"}`` is model ``b`` there, while policy would judge model ``a``.
+    """
+    seen: dict[str, str] = {}
+    for key, _ in pairs:
+        folded = key.casefold()
+        first = seen.get(folded)
+        if first is None:
+            seen[folded] = key
+        elif first == key:
+            raise InvalidBody(f"the request body repeats the key {_shown(key)}")
+        else:
+            raise InvalidBody(
+                f"the request body has the keys {_shown(first)} and {_shown(key)}, "
+                "which some parsers read as one"
+            )
+    return dict(pairs)
 
 
 def _no_constant(name: str) -> Any:
     raise InvalidBody(f"the request body holds {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a double, refused when it overflows to infinity.
+
+    Python reads ``1e400`` as ``inf``, which no JSON encoder can write back:
+    policy would never see it as sent, and a rewritten body would carry
+    ``Infinity``; other parsers refuse it or read it otherwise.
+    """
+    value = float(text)
+    if math.isinf(value):
+        raise InvalidBody(f"the request body holds the number {_shown(text)}, too large for JSON")
+    return value
 
 
 def _walk(root: dict[str, Any], max_depth: int, check_surrogates: bool) -> list[str]:
@@ -132,6 +164,12 @@ def _walk(root: dict[str, Any], max_depth: int, check_surrogates: bool) -> list[
 
 
 def _check_fields(body: dict[str, Any]) -> None:
+    for key in body:
+        if key.casefold() != key:
+            raise InvalidBody(
+                f"the request field {_shown(key)} must be written in lower case: some parsers "
+                f"read it as {_shown(key.casefold())}, which policy would not have judged"
+            )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise InvalidBody("stream must be true or false")
     for field in (*TOKEN_FIELDS, *COUNT_FIELDS):

@@ -42,13 +42,18 @@ HOP_BY_HOP = frozenset(
 )
 # Never sent upstream: the caller's credentials are for the gateway; aiohttp
 # recomputes framing and Host; the gateway sets the content type of what it
-# judged and the forwarding headers itself; and method overrides would let an
-# upstream framework act on another method than the one policy judged.
+# judged and the forwarding headers itself (so no caller's X-Forwarded-* at
+# all: Prefix, Host, Port... tell an upstream framework where it is mounted);
+# method or path overrides would let an upstream framework act on another
+# method or target than the one policy judged; and the body is sent whole, so
+# there is no 100-continue to expect (aiohttp would hold the body back for one).
 _NOT_FORWARDED = HOP_BY_HOP | {
-    "host", "content-length", "content-type", "authorization", "cookie",
-    "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+    "host", "content-length", "content-type", "expect", "authorization", "cookie",
+    "forwarded", "x-real-ip",
     "x-http-method-override", "x-http-method", "x-method-override",
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-envoy-original-path",
 }  # fmt: skip
+_NOT_FORWARDED_PREFIX = "x-forwarded-"
 # Headers that pick the billed account: with the operator's key, only the operator's.
 _ACCOUNT_HEADERS = frozenset({"openai-organization", "openai-project"})
 
@@ -139,7 +144,9 @@ class UpstreamPool:
         to the upstream's base URL as it is, never joined or re-resolved.
         """
         outgoing = CIMultiDict(
-            (n, v) for n, v in forwardable_headers(headers) if n.lower() not in _NOT_FORWARDED
+            (n, v)
+            for n, v in forwardable_headers(headers)
+            if n.lower() not in _NOT_FORWARDED and not n.lower().startswith(_NOT_FORWARDED_PREFIX)
         )
         if content_type is not None:
             outgoing["Content-Type"] = content_type
@@ -205,10 +212,13 @@ class ProxyResponse:
         self._started_ns = started_ns
         self._on_complete = on_complete
         self._deadline_s = started_ns / 1e9 + total_s
+        # The gateway's own headers (X-Agora-*) are its word alone: an upstream's
+        # copy would reach the client first and could name another decision or policy.
+        own = {name.lower() for name in extra_headers}
         headers = [
             (n, v)
             for n, v in forwardable_headers(upstream.headers.items())
-            if n.lower() not in _SET_BY_SERVER
+            if n.lower() not in _SET_BY_SERVER and n.lower() not in own
         ]
         headers.extend(extra_headers.items())
         self._raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]

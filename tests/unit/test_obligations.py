@@ -50,6 +50,16 @@ def test_choices_share_the_cap() -> None:
     assert applied == {"max_tokens": 32}
 
 
+@pytest.mark.parametrize(
+    ("prompt", "cap"),
+    [("one", 256), ([1, 2, 3], 256), (["a", "b", "c", "d"], 64), ([[1, 2], [3]], 128)],
+)
+def test_a_completions_batch_shares_the_cap(prompt: object, cap: int) -> None:
+    body, applied, _ = forwarded("completions", {"prompt": prompt, "max_tokens": 256}, 256)
+    assert body["max_tokens"] == cap
+    assert applied == {"max_tokens": cap}
+
+
 def test_more_choices_than_tokens_are_refused() -> None:
     with pytest.raises(ObligationRefused):
         forwarded("chat.completions", {"n": 64}, 32)

@@ -11,9 +11,9 @@ from aiohttp import web
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway.endpoints import readyz
 from gateway.auth import ANONYMOUS
 from gateway.config import Settings
+from gateway.endpoints import readyz
 from gateway.exceptions import PolicyUnavailable
 from gateway.lifecycle import State
 from gateway.pinning.bundle import Bundle
