@@ -116,6 +116,8 @@ class Policy(_Strict):
     opa_binary: str = "opa"
     decision_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")] = "agora/main"
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
+    timeout_ms_per_mib: Annotated[int, Field(ge=0, le=60_000)] = 500
+    """Added to ``timeout_ms`` per MiB of request body: OPA's work grows with its input."""
     version: Annotated[int, Field(ge=0)] = 0
     """Version number reported for a locally pinned bundle (the chain assigns its own)."""
     switch_overlap_ms: Annotated[int, Field(ge=0, le=60_000)] = 2000
@@ -316,6 +318,10 @@ class Limits(_Strict):
     """For the whole request body, from when it is read (408), or after the answer was sent."""
     keep_alive_s: Annotated[int, Field(ge=1)] = 5
     """How long an idle keep-alive connection is kept open."""
+    large_body_bytes: Annotated[int, Field(ge=0)] = 262_144
+    """Bodies larger than this take turns to be parsed, judged and logged."""
+    max_concurrent_large: Annotated[int, Field(ge=1)] = 1
+    """Requests with large bodies judged at once; the others wait up to ``queue_timeout_ms``."""
 
 
 class Settings(_Strict):

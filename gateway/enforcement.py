@@ -9,6 +9,7 @@ the upstream's answer, recording how it ended (docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ from gateway.exceptions import (
     MissingModel,
     ModelNotFound,
     ObligationRefused,
+    Overloaded,
     PolicyUnavailable,
     RequestRefused,
     UnsupportedBody,
@@ -55,6 +57,7 @@ _PARSE_INLINE_BYTES = 64 * 1024
 
 
 async def enforce(request: Request) -> Response:
+    """Judge one request and forward it only as judged; every decision is logged first."""
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter_ns()
     decision_id = str(uuid.uuid4())
@@ -64,135 +67,147 @@ async def enforce(request: Request) -> Response:
     )
     limits = gateway.settings.limits
 
-    # 1. Parse and bound the request: one canonical target, one parsed body.
-    try:
-        target = canonical_target(
-            request.scope.get("raw_path") or b"", request.scope.get("query_string", b"")
-        )
-        api = classify_api(request.method, target.path)
-        raw_body = await _read_bounded(request, limits.max_body_bytes, limits.body_timeout_s)
-        parsed = await _parse_body(request, api, raw_body, limits.max_json_depth)
-        body = parsed.value if parsed is not None else None
-        model = body.get("model") if body is not None else model_in_path(target.path)
-        if model is not None and not MODEL_NAME.fullmatch(model):
-            raise InvalidTarget("the model name in the path is not a valid model name")
-        if api in _MODEL_REQUIRED and model is None:
-            raise MissingModel("you must provide a model parameter")
-        upstream = gateway.routes.route(model)
-        if upstream is None:
-            raise ModelNotFound(
-                f"The model `{model}` does not exist or is not served through this gateway"
+    # A large body's work (parsing, judging, hashing for the log) takes a turn from
+    # gateway.large_bodies, held until the upstream answers its headers.
+    async with contextlib.AsyncExitStack() as heavy_work:
+        # 1. Parse and bound the request: one canonical target, one parsed body.
+        try:
+            target = canonical_target(
+                request.scope.get("raw_path") or b"", request.scope.get("query_string", b"")
             )
-    except RequestRefused as refused:
-        gateway.metrics.rejected.labels(refused.code).inc()
-        if isinstance(refused, BodyTimeout):
-            headers["Connection"] = "close"
-        return error_response(
-            refused.status, str(refused), refused.error_type, refused.code, headers
+            api = classify_api(request.method, target.path)
+            raw_body = await _read_bounded(request, limits.max_body_bytes, limits.body_timeout_s)
+            await heavy_work.enter_async_context(gateway.large_bodies.turn(len(raw_body)))
+            parsed = await _parse_body(request, api, raw_body, limits.max_json_depth)
+            body = parsed.value if parsed is not None else None
+            model = body.get("model") if body is not None else model_in_path(target.path)
+            if model is not None and not MODEL_NAME.fullmatch(model):
+                raise InvalidTarget("the model name in the path is not a valid model name")
+            if api in _MODEL_REQUIRED and model is None:
+                raise MissingModel("you must provide a model parameter")
+            upstream = gateway.routes.route(model)
+            if upstream is None:
+                raise ModelNotFound(
+                    f"The model `{model}` does not exist or is not served through this gateway"
+                )
+        except Overloaded as shed:
+            gateway.metrics.shed.labels("large_bodies").inc()
+            headers["Retry-After"] = "1"
+            return error_response(503, str(shed), shed.error_type, shed.code, headers)
+        except RequestRefused as refused:
+            gateway.metrics.rejected.labels(refused.code).inc()
+            if isinstance(refused, BodyTimeout):
+                headers["Connection"] = "close"
+            return error_response(
+                refused.status, str(refused), refused.error_type, refused.code, headers
+            )
+
+        # 2. Authenticate the caller.
+        try:
+            caller = await gateway.authenticator.authenticate(request.headers.get("authorization"))
+        except AuthError as exc:
+            gateway.metrics.rejected.labels("invalid_token").inc()
+            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            return error_response(401, str(exc), "authentication_error", "invalid_token", headers)
+        auth_done = time.perf_counter_ns()
+
+        # 3. Ask policy.
+        facts = RequestFacts(
+            api=api,
+            model=model,
+            stream=body is not None and body.get("stream") is True,
+            body=body if body is not None else {},
+            method=request.method,
+            path=target.path,
+            query=target.query,
+            headers={
+                k: v for k, v in request.headers.items() if k in gateway.settings.header_allowlist
+            },
+            upstream=upstream.name,
+            texts=parsed.texts if parsed is not None else [],
         )
-
-    # 2. Authenticate the caller.
-    try:
-        caller = await gateway.authenticator.authenticate(request.headers.get("authorization"))
-    except AuthError as exc:
-        gateway.metrics.rejected.labels("invalid_token").inc()
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return error_response(401, str(exc), "authentication_error", "invalid_token", headers)
-    auth_done = time.perf_counter_ns()
-
-    # 3. Ask policy.
-    facts = RequestFacts(
-        api=api,
-        model=model,
-        stream=body is not None and body.get("stream") is True,
-        body=body if body is not None else {},
-        method=request.method,
-        path=target.path,
-        query=target.query,
-        headers={
-            k: v for k, v in request.headers.items() if k in gateway.settings.header_allowlist
-        },
-        upstream=upstream.name,
-        texts=parsed.texts if parsed is not None else [],
-    )
-    outcome = Outcome(decision_id=decision_id, facts=facts, caller=caller, started_ns=started)
-    outcome.auth_ns = auth_done - started
-    try:
-        decision, input_document = await gateway.engine.decide(facts, caller)
-    except PolicyUnavailable as exc:
-        logger.warning("failing closed: %s", exc)
+        outcome = Outcome(decision_id=decision_id, facts=facts, caller=caller, started_ns=started)
+        outcome.auth_ns = auth_done - started
+        try:
+            decision, input_document = await gateway.engine.decide(facts, caller, len(raw_body))
+        except PolicyUnavailable as exc:
+            logger.warning("failing closed: %s", exc)
+            outcome.policy_ns = time.perf_counter_ns() - auth_done
+            await gateway.recorder.refused(outcome, 503, [str(exc)])
+            return error_response(
+                503, "policy decision unavailable; the request was not forwarded",
+                "policy_unavailable", "policy_unavailable", headers, decision_id=decision_id,
+            )  # fmt: skip
         outcome.policy_ns = time.perf_counter_ns() - auth_done
-        await gateway.recorder.refused(outcome, 503, [str(exc)])
-        return error_response(
-            503, "policy decision unavailable; the request was not forwarded",
-            "policy_unavailable", "policy_unavailable", headers, decision_id=decision_id,
-        )  # fmt: skip
-    outcome.policy_ns = time.perf_counter_ns() - auth_done
-    outcome.decision = decision
-    outcome.input_document = input_document
-    headers.update(_agora_headers(decision_id, decision.version.version, decision.version.digest))
-
-    # 4. Refuse what policy denies, or allows only under an obligation that cannot be met.
-    reasons = decision.reasons
-    try:
-        if not decision.allow:
-            raise ObligationRefused("; ".join(reasons))
-        forwarded = apply_obligations(
-            api, body, raw_body, decision.max_tokens, upstream.chat_cap_field
-        )
-    except ObligationRefused as exc:
-        reasons = reasons if not decision.allow else [str(exc)]
-        await gateway.recorder.refused(outcome, 403, reasons)
-        return error_response(
-            403, "Request denied by policy: " + "; ".join(reasons), "policy_denied",
-            "policy_denied", headers, decision_id=decision_id,
-            policy_version=decision.version.version, reasons=reasons,
-        )  # fmt: skip
-
-    # 5. Forward what it allows, once its decision is in the log.
-    try:
-        await gateway.recorder.admit(outcome, forwarded.applied)
-    except DecisionLogError as exc:
-        await gateway.recorder.refused(outcome, 503, [str(exc)])
-        return error_response(
-            503, "the decision log cannot take this decision; the request was not forwarded",
-            "decision_log_unavailable", "decision_log_unavailable", headers,
-            decision_id=decision_id,
-        )  # fmt: skip
-    if api == "models" and target.path == "/v1/models":
-        listing = await _list_models(gateway)
-        await gateway.recorder.finished(outcome, 200, [])
-        return JSONResponse(listing, headers=headers)
-    forward_started = time.perf_counter_ns()
-    try:
-        upstream_response = await gateway.pool.open(
-            upstream,
-            request.method,
-            target.path_and_query,
-            request.headers.items(),
-            forwarded.body,
-            content_type="application/json" if parsed is not None else None,
-            client=_client(request),
-        )
-    except UpstreamError as exc:
-        status = 504 if isinstance(exc, UpstreamTimeout) else 502
-        outcome.upstream_ns = time.perf_counter_ns() - forward_started
-        await gateway.recorder.finished(outcome, status, [f"upstream: {exc}"])
-        return error_response(
-            status, str(exc), "upstream_error",
-            "upstream_timeout" if status == 504 else "upstream_unavailable", headers,
-        )  # fmt: skip
-
-    async def finished(stream: StreamOutcome) -> None:
-        outcome.upstream_ns = stream.upstream_us * 1000
-        status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
-        await gateway.recorder.finished(
-            outcome, status, [] if stream.completed else [stream.reason]
+        outcome.decision = decision
+        outcome.input_document = input_document
+        headers.update(
+            _agora_headers(decision_id, decision.version.version, decision.version.digest)
         )
 
-    return ProxyResponse(  # type: ignore[return-value]
-        upstream_response, headers, forward_started, finished, upstream.timeout.total
-    )
+        # 4. Refuse what policy denies, or allows only under an obligation that cannot be met.
+        reasons = decision.reasons
+        try:
+            if not decision.allow:
+                raise ObligationRefused("; ".join(reasons))
+            forwarded = apply_obligations(
+                api, body, raw_body, decision.max_tokens, upstream.chat_cap_field
+            )
+        except ObligationRefused as exc:
+            reasons = reasons if not decision.allow else [str(exc)]
+            await gateway.recorder.refused(outcome, 403, reasons)
+            return error_response(
+                403, "Request denied by policy: " + "; ".join(reasons), "policy_denied",
+                "policy_denied", headers, decision_id=decision_id,
+                policy_version=decision.version.version, reasons=reasons,
+            )  # fmt: skip
+
+        # 5. Forward what it allows, once its decision is in the log.
+        try:
+            await gateway.recorder.admit(outcome, forwarded.applied)
+        except DecisionLogError as exc:
+            await gateway.recorder.refused(outcome, 503, [str(exc)])
+            return error_response(
+                503, "the decision log cannot take this decision; the request was not forwarded",
+                "decision_log_unavailable", "decision_log_unavailable", headers,
+                decision_id=decision_id,
+            )  # fmt: skip
+        if api == "models" and target.path == "/v1/models":
+            listing = await _list_models(gateway)
+            await gateway.recorder.finished(outcome, 200, [])
+            return JSONResponse(listing, headers=headers)
+        # A body judged as JSON goes out as JSON; an opaque one (another API's upload) as sent.
+        opaque_type = request.headers.get("content-type") if raw_body else None
+        forward_started = time.perf_counter_ns()
+        try:
+            upstream_response = await gateway.pool.open(
+                upstream,
+                request.method,
+                target.path_and_query,
+                request.headers.items(),
+                forwarded.body,
+                content_type="application/json" if parsed is not None else opaque_type,
+                client=_client(request),
+            )
+        except UpstreamError as exc:
+            status = 504 if isinstance(exc, UpstreamTimeout) else 502
+            outcome.upstream_ns = time.perf_counter_ns() - forward_started
+            await gateway.recorder.finished(outcome, status, [f"upstream: {exc}"])
+            return error_response(
+                status, str(exc), "upstream_error",
+                "upstream_timeout" if status == 504 else "upstream_unavailable", headers,
+            )  # fmt: skip
+
+        async def finished(stream: StreamOutcome) -> None:
+            outcome.upstream_ns = stream.upstream_us * 1000
+            status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
+            await gateway.recorder.finished(
+                outcome, status, [] if stream.completed else [stream.reason]
+            )
+
+        return ProxyResponse(  # type: ignore[return-value]
+            upstream_response, headers, forward_started, finished, upstream.timeout.total
+        )
 
 
 def _agora_headers(decision_id: str, version: int | None, digest: str | None) -> dict[str, str]:

@@ -9,7 +9,8 @@ AgoraError
 │   ├── BodyTooLarge       the body exceeds limits.max_body_bytes (413)
 │   ├── BodyTimeout        the body did not arrive within limits.body_timeout_s (408)
 │   ├── UnsupportedBody    a body encoding the gateway cannot judge (415)
-│   └── ModelNotFound      no upstream serves the model (404)
+│   ├── ModelNotFound      no upstream serves the model (404)
+│   └── Overloaded         shed before policy was asked: no capacity now (503)
 ├── AuthError              the caller's token is invalid (401)
 ├── BundleError            a policy bundle cannot be read or built
 │   └── DigestMismatch     a bundle's digest differs from the pinned/ratified one
@@ -77,6 +78,14 @@ class UnsupportedBody(RequestRefused):
 class ModelNotFound(RequestRefused):
     status = 404
     code = "model_not_found"
+
+
+class Overloaded(RequestRefused):
+    """The gateway sheds the request before doing its work; the caller may retry."""
+
+    status = 503
+    error_type = "overloaded"
+    code = "overloaded"
 
 
 class AuthError(AgoraError):

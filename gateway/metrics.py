@@ -80,7 +80,7 @@ class GatewayMetrics:
         self.shed = Counter(
             REQUESTS_SHED,
             "Requests refused with 503 because the gateway was at capacity, by reason "
-            "(queue_full, queue_timeout).",
+            "(queue_full, queue_timeout, large_bodies).",
             ["reason"],
             registry=self.registry,
         )

@@ -24,6 +24,7 @@ from gateway.pinning.bundle import load_bundle
 from gateway.pinning.store import PolicyStore
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.opa import ManagedOpa
+from gateway.serving.admission import LargeBodyGate
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.routing import RouteTable
 
@@ -47,6 +48,7 @@ class Gateway:
     recorder: DecisionRecorder
     opa: ManagedOpa | None
     http: aiohttp.ClientSession
+    large_bodies: LargeBodyGate
     watcher: RatificationWatcher | None = None
     embedded: EmbeddedGovernance | None = None
 
@@ -68,6 +70,7 @@ async def start(settings: Settings, metrics_: GatewayMetrics) -> Gateway:
             settings.policy.timeout_ms,
             store,
             settings.policy.switch_overlap_ms,
+            settings.policy.timeout_ms_per_mib,
         ),
         authenticator=Authenticator(settings.auth, http),
         pool=UpstreamPool(settings.upstreams, os.environ),
@@ -76,6 +79,11 @@ async def start(settings: Settings, metrics_: GatewayMetrics) -> Gateway:
         recorder=DecisionRecorder(settings.decision_log, metrics_),
         opa=opa,
         http=http,
+        large_bodies=LargeBodyGate(
+            settings.limits.max_concurrent_large,
+            settings.limits.large_body_bytes,
+            settings.limits.queue_timeout_ms / 1000,
+        ),
     )
     await gateway.pool.start()
     await gateway.engine.start()

@@ -23,6 +23,7 @@ from gateway.pinning.store import PolicyStore, PolicyVersion
 from gateway.policy.input import RequestFacts, build_input
 
 _ATTEMPTS = 3
+_CLIENT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,13 @@ class Decision:
 
 
 class PolicyEngine:
-    """Asks OPA for decisions at the configured path, within a hard timeout."""
+    """Asks OPA for decisions at the configured path, within a hard timeout.
+
+    The timeout grows with the request body (``timeout_ms_per_mib``): OPA reads
+    and evaluates the whole input, so a 1 MiB body costs it 100 to 200 ms on two
+    cores where a chat message costs under one. A fixed budget sized for small
+    requests would refuse every large one that the body limit admits.
+    """
 
     def __init__(
         self,
@@ -46,6 +53,7 @@ class PolicyEngine:
         timeout_ms: int,
         store: PolicyStore,
         switch_overlap_ms: int,
+        timeout_ms_per_mib: int = 0,
     ):
         parts = urlsplit(opa_url)
         self._client = AsyncOpaClient(
@@ -53,10 +61,11 @@ class PolicyEngine:
             port=parts.port or (443 if parts.scheme == "https" else 80),
             ssl=parts.scheme == "https",
             retries=0,
-            timeout=timeout_ms / 1000,
+            timeout=_CLIENT_TIMEOUT_S,  # the deadline is ours (asyncio.timeout below)
         )
         self._decision_path = decision_path
         self._timeout_s = timeout_ms / 1000
+        self._timeout_s_per_byte = timeout_ms_per_mib / 1000 / 2**20
         self._overlap_s = switch_overlap_ms / 1000
         self._store = store
 
@@ -66,8 +75,12 @@ class PolicyEngine:
     async def stop(self) -> None:
         await self._client.close_connection()
 
-    async def decide(self, facts: RequestFacts, caller: Caller) -> tuple[Decision, dict[str, Any]]:
+    async def decide(
+        self, facts: RequestFacts, caller: Caller, body_bytes: int = 0
+    ) -> tuple[Decision, dict[str, Any]]:
         """The decision for a request, and the input document it was judged on.
+
+        ``body_bytes``, the size of the request body, extends OPA's time budget.
 
         Only the version in force judges, and, for ``policy.switch_overlap_ms``
         after a switch, the one it superseded (OPA activates the new bundle a
@@ -84,7 +97,8 @@ class PolicyEngine:
             raise PolicyUnavailable("no verified policy version is active")
         for _attempt in range(_ATTEMPTS):
             document = build_input(facts, caller, expected)
-            result, revision = await self._query(document)
+            timeout_s = self._timeout_s + body_bytes * self._timeout_s_per_byte
+            result, revision = await self._query(document, timeout_s)
             judged_by = self._store.judge(revision, self._overlap_s)
             if judged_by is None:
                 raise PolicyUnavailable(self._refusal(revision))
@@ -106,23 +120,21 @@ class PolicyEngine:
 
     async def revision(self) -> str | None:
         """The bundle revision OPA currently enforces (a cheap query), for readiness."""
-        _, revision = await self._query(None, path="agora/__revision")
+        _, revision = await self._query(None, self._timeout_s, path="agora/__revision")
         return revision
 
     async def _query(
-        self, document: dict[str, Any] | None, path: str | None = None
+        self, document: dict[str, Any] | None, timeout_s: float, path: str | None = None
     ) -> tuple[Any, str | None]:
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(timeout_s):
                 response = await self._client.query_rule(
                     input_data=document or {},
                     package_path=path or self._decision_path,
                     query_params={"provenance": "true"},
                 )
         except TimeoutError as exc:
-            raise PolicyUnavailable(
-                f"OPA did not answer within {self._timeout_s * 1000:.0f} ms"
-            ) from exc
+            raise PolicyUnavailable(f"OPA did not answer within {timeout_s * 1000:.0f} ms") from exc
         except aiohttp.ClientResponseError as exc:
             raise PolicyUnavailable(f"OPA answered HTTP {exc.status}") from exc
         except (aiohttp.ClientError, ValueError) as exc:

@@ -124,9 +124,12 @@ def _finite_float(text: str) -> float:
 def _walk(root: dict[str, Any], max_depth: int, check_surrogates: bool) -> list[str]:
     """Check depth (and surrogates) iteratively; return the normalised texts in body order.
 
-    ``texts`` holds each distinct normalised string (values and object keys) and,
-    when there are several values, all values joined by spaces: a phrase split
-    across message parts is read whole by the model, so it is judged whole too.
+    ``texts`` holds the normalised form of each string (value or object key)
+    that normalisation changes (policy scans the body's own strings as they
+    are), and, when there are several values, all values normalised and joined
+    by spaces: a phrase split across message parts is read whole by the model,
+    so it is judged whole too. Leaving out what the body already holds keeps
+    OPA's input, and its work, near the body's own size.
     """
     strings: list[str] = []
     keys: list[str] = []
@@ -157,7 +160,9 @@ def _walk(root: dict[str, Any], max_depth: int, check_surrogates: bool) -> list[
                     "the request body contains an unpaired UTF-16 surrogate escape"
                 ) from None
     values = [normalise(s) for s in strings]
-    texts = dict.fromkeys(t for t in (*values, *(normalise(k) for k in keys)) if t)
+    changed = [n for s, n in zip(strings, values, strict=True) if n != s]
+    changed += [n for k in keys if (n := normalise(k)) != k]
+    texts = dict.fromkeys(t for t in changed if t)
     if len(values) > 1:
         texts[" ".join(v for v in values if v)] = None
     return list(texts)

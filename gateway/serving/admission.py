@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.exceptions import Overloaded
 from gateway.responses import error_response
 
 RETRY_AFTER_S = 1
@@ -122,3 +123,39 @@ async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
         {"Retry-After": str(RETRY_AFTER_S)},
     )
     await response(scope, receive, send)
+
+
+class LargeBodyGate:
+    """At most ``limit`` requests with large bodies being parsed, judged and logged at once.
+
+    OPA's work grows with its input (a 1 MiB body costs it 100 to 200 ms on two
+    cores). A few large bodies judged at once would take every core from the
+    small requests beside them, whose short policy budget would then run out:
+    they would fail closed with OPA healthy; parsing and hashing them in worker
+    threads would likewise starve the event loop of the interpreter lock. Large
+    bodies take turns instead, and one that cannot get a turn within the queue
+    timeout is shed (503) before any of that work starts.
+    """
+
+    def __init__(self, limit: int, threshold_bytes: int, timeout_s: float) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._threshold_bytes = threshold_bytes
+        self._timeout_s = timeout_s
+
+    @contextlib.asynccontextmanager
+    async def turn(self, body_bytes: int) -> AsyncIterator[None]:
+        """Hold a turn for a body of ``body_bytes``; small ones need none."""
+        if body_bytes <= self._threshold_bytes:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Overloaded(
+                "the gateway is judging other large requests; retry after a short wait"
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()

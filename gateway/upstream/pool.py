@@ -53,7 +53,8 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "x-http-method-override", "x-http-method", "x-method-override",
     "x-original-url", "x-rewrite-url", "x-original-uri", "x-envoy-original-path",
 }  # fmt: skip
-_NOT_FORWARDED_PREFIX = "x-forwarded-"
+# Forwarding claims are the gateway's to make; X-Agora-* are the gateway's own headers.
+_NOT_FORWARDED_PREFIXES = ("x-forwarded-", "x-agora-")
 # Headers that pick the billed account: with the operator's key, only the operator's.
 _ACCOUNT_HEADERS = frozenset({"openai-organization", "openai-project"})
 
@@ -146,7 +147,7 @@ class UpstreamPool:
         outgoing = CIMultiDict(
             (n, v)
             for n, v in forwardable_headers(headers)
-            if n.lower() not in _NOT_FORWARDED and not n.lower().startswith(_NOT_FORWARDED_PREFIX)
+            if n.lower() not in _NOT_FORWARDED and not n.lower().startswith(_NOT_FORWARDED_PREFIXES)
         )
         if content_type is not None:
             outgoing["Content-Type"] = content_type

@@ -347,7 +347,6 @@ class RecordingUpstream:
                 "bundle": str(ROOT / "policies"),
                 "opa": "managed",
                 "version": 1,
-                "timeout_ms": 1000,
                 "pinned_digest": digest.stdout.strip(),
             },
         }

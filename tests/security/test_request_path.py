@@ -720,7 +720,8 @@ def test_forwarding_headers_and_method_overrides_are_the_gateways_own(
     sent = Sent(
         b"POST", b"/v1/chat/completions", ANONYMOUS, chat_body("demo-small"),
         ((b"X-Forwarded-For", b"6.6.6.6"), (b"X-Forwarded-Proto", b"https"),
-         (b"X-HTTP-Method-Override", b"DELETE"), (b"X-Original-URL", b"/v1/models/demo-large")),
+         (b"X-HTTP-Method-Override", b"DELETE"), (b"X-Original-URL", b"/v1/models/demo-large"),
+         (b"X-Agora-Policy-Version", b"999")),
     )  # fmt: skip
     reply, recording = send(gateway, recorder, tokens, sent)
     judge(sent, reply, recording)
@@ -729,6 +730,7 @@ def test_forwarding_headers_and_method_overrides_are_the_gateways_own(
     assert got.header("X-Forwarded-For") == [CLIENT_ADDRESS]
     assert got.header("X-Forwarded-Proto") == ["http"]
     assert not got.header("X-HTTP-Method-Override") and not got.header("X-Original-URL")
+    assert not got.header("X-Agora-Policy-Version")
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -747,7 +749,13 @@ def test_a_proxied_response_has_one_date_and_one_server_header(
 def test_big_bodies_do_not_make_small_requests_fail_closed(
     gateway: RunningGateway, recorder: RecordingUpstream
 ) -> None:
-    """Three 1 MB bodies of floats among forty small requests: no small one may get a 503."""
+    """Three 1 MB bodies of floats among forty small requests, under the default OPA budget.
+
+    Every request is answered: OPA's budget grows with the body
+    (``policy.timeout_ms_per_mib``), and large bodies take turns for their
+    parsing, judging and hashing (``limits.max_concurrent_large``), so neither
+    the big nor the small ones fail closed.
+    """
     numbers = random.Random(7)
     big = json.dumps(
         {"model": "demo-embed", "input": "x",
@@ -776,7 +784,7 @@ def test_big_bodies_do_not_make_small_requests_fail_closed(
 
     big_statuses, small_statuses = asyncio.run(load())
     recorder.take()
-    assert all(status in (200, 503) for status in big_statuses), big_statuses
+    assert big_statuses == [200, 200, 200], big_statuses
     assert small_statuses.count(503) == 0, small_statuses
     assert set(small_statuses) == {200}, small_statuses
 

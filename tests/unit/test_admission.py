@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.exceptions import Overloaded
 from gateway.metrics import REQUESTS_SHED, GatewayMetrics
-from gateway.serving.admission import QUEUE_FULL, QUEUE_TIMEOUT, AdmissionControl
+from gateway.serving.admission import QUEUE_FULL, QUEUE_TIMEOUT, AdmissionControl, LargeBodyGate
 
 
 class HeldApp:
@@ -211,3 +212,15 @@ def test_limits_must_make_sense() -> None:
         AdmissionControl(
             HeldApp(), max_concurrent=0, max_queued=0, queue_timeout_s=1, on_shed=print
         )
+
+
+async def test_large_bodies_take_turns_and_small_ones_pass() -> None:
+    gate = LargeBodyGate(limit=1, threshold_bytes=100, timeout_s=0.05)
+    async with gate.turn(1_000):
+        async with gate.turn(10):  # small: no turn needed
+            pass
+        with pytest.raises(Overloaded):
+            async with gate.turn(1_000):
+                pass
+    async with gate.turn(1_000):  # the turn was given back
+        pass
