@@ -14,7 +14,7 @@ from gateway.endpoints import healthz, metrics, public_readyz, readyz, transpare
 from gateway.enforcement import enforce
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.service import BUNDLE_RESOURCE, bundle_endpoint
-from gateway.runtime import start, stop
+from gateway.runtime import running
 from gateway.serving.admission import AdmissionControl
 
 _PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -52,14 +52,11 @@ def create_app(settings: Settings) -> GatewayApps:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = await start(settings, metrics_)
-        for each in (apps.public, apps.admin, apps.bundle):
-            each.state.gateway = gateway
-            each.state.policy_store = gateway.store
-        try:
+        async with running(settings, metrics_) as gateway:
+            for each in (apps.public, apps.admin, apps.bundle):
+                each.state.gateway = gateway
+                each.state.policy_store = gateway.store
             yield
-        finally:
-            await stop(gateway)
 
     apps = GatewayApps(
         public=Starlette(

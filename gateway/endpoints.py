@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.exceptions import PolicyUnavailable
-from gateway.lifecycle import State
+from gateway.lifecycle import unready_reasons
 from gateway.metrics import CONTENT_TYPE
 from gateway.runtime import Gateway
 
@@ -54,8 +54,7 @@ async def _readiness(gateway: Gateway) -> tuple[list[str], dict[str, Any]]:
         },
         "components": {
             component.name: {"state": component.state.value, "detail": component.detail}
-            for component in (gateway.recorder, gateway.opa, gateway.watcher)
-            if component is not None
+            for component in gateway.workers
         },
     }
     if gateway.watcher is not None:
@@ -82,8 +81,7 @@ async def _readiness(gateway: Gateway) -> tuple[list[str], dict[str, Any]]:
                 reasons.append(lag)
             else:
                 detail["switching"] = lag
-    if gateway.recorder.state is State.ERROR:
-        reasons.append(f"the decision log is failing: {gateway.recorder.detail}")
+    reasons.extend(unready_reasons(gateway.workers))
     return reasons, detail
 
 

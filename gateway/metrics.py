@@ -6,7 +6,7 @@ Prometheus aggregate pods (see docs/operations.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import (
@@ -20,6 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+
+from gateway.lifecycle import State, Worker
 
 DECISIONS = "agora_decisions"
 DECISION_LATENCY = "agora_decision_duration_seconds"
@@ -105,12 +107,8 @@ class GatewayMetrics:
         self.policy_info = Info(
             POLICY_INFO, "Digest and source of the policy in force.", registry=self.registry
         )
-        self.component_state = Gauge(
-            COMPONENT_STATE,
-            "1 for the current state of each background component, 0 otherwise.",
-            ["component", "state"],
-            registry=self.registry,
-        )
+        self.components = ComponentStateCollector()
+        self.registry.register(self.components)
 
         self.log_submit_errors = Counter(
             LOG_SUBMIT_ERRORS,
@@ -178,3 +176,25 @@ class DecisionLogCollector(Collector):
             "Successful fsyncs of the decision log (records per fsync: the group-commit size).",
             value=self._writer.syncs,
         )
+
+
+class ComponentStateCollector(Collector):
+    """``agora_component_state``: 1 for each worker's current state, 0 for the others.
+
+    Read from the workers (gateway/lifecycle.py) at scrape time, like ``/readyz``.
+    """
+
+    def __init__(self) -> None:
+        self.workers: Sequence[Worker] = ()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            COMPONENT_STATE,
+            "1 for the current state of each background component, 0 otherwise.",
+            labels=["component", "state"],
+        )
+        for worker in self.workers:
+            current = worker.state
+            for state in State:
+                family.add_metric([worker.name, state.value], 1 if state is current else 0)
+        yield family

@@ -7,8 +7,11 @@ nothing leaks; at shutdown they stop in reverse order too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,9 @@ from gateway.config import Settings
 from gateway.decisionlog.recorder import DecisionRecorder
 from gateway.exceptions import AgoraError
 from gateway.governance import EmbeddedGovernance, start_watcher
+from gateway.lifecycle import Worker
 from gateway.metrics import GatewayMetrics
+from gateway.pinning.activation import activate
 from gateway.pinning.bundle import load_bundle
 from gateway.pinning.store import PolicyStore
 from gateway.policy.engine import PolicyEngine
@@ -51,75 +56,88 @@ class Gateway:
     large_bodies: LargeBodyGate
     watcher: RatificationWatcher | None = None
     embedded: EmbeddedGovernance | None = None
+    workers: tuple[Worker, ...] = ()
+    """The background workers, in start order (their states make /readyz)."""
 
 
-async def start(settings: Settings, metrics_: GatewayMetrics) -> Gateway:
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-    store = PolicyStore()
-    opa: ManagedOpa | None = None
-    opa_url = str(settings.policy.opa_url)
-    if settings.policy.opa == "managed":
-        opa = ManagedOpa(settings.policy.opa_binary, settings.bundle_service_url)
-        opa_url = opa.url
-    gateway = Gateway(
-        settings=settings,
-        store=store,
-        engine=PolicyEngine(
-            opa_url,
-            settings.policy.decision_path,
-            settings.policy.timeout_ms,
-            store,
-            settings.policy.switch_overlap_ms,
-            settings.policy.timeout_ms_per_mib,
-        ),
-        authenticator=Authenticator(settings.auth, http),
-        pool=UpstreamPool(settings.upstreams, os.environ),
-        routes=RouteTable(tuple(settings.upstreams)),
-        metrics=metrics_,
-        recorder=DecisionRecorder(settings.decision_log, metrics_),
-        opa=opa,
-        http=http,
-        large_bodies=LargeBodyGate(
-            settings.limits.max_concurrent_large,
-            settings.limits.large_body_bytes,
-            settings.limits.queue_timeout_ms / 1000,
-        ),
-    )
-    await gateway.pool.start()
-    await gateway.engine.start()
-    await gateway.recorder.start()
-    if settings.governance is None:
-        _activate_local_bundle(gateway)
-    else:
-        gateway.watcher, gateway.embedded = await start_watcher(settings, store, http, metrics_)
-    if opa is not None:
-        await opa.start()
-    return gateway
+@contextlib.asynccontextmanager
+async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[Gateway]:
+    """The gateway's components, started in order and stopped in reverse order.
+
+    Every start is paired with its stop on one AsyncExitStack: if a component
+    fails to start, the ones already started are stopped before the error
+    propagates, so nothing leaks (sessions, threads, the OPA process).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        )
+        store = PolicyStore()
+        opa: ManagedOpa | None = None
+        opa_url = str(settings.policy.opa_url)
+        if settings.policy.opa == "managed":
+            opa = ManagedOpa(settings.policy.opa_binary, settings.bundle_service_url)
+            opa_url = opa.url
+        gateway = Gateway(
+            settings=settings,
+            store=store,
+            engine=PolicyEngine(
+                opa_url,
+                settings.policy.decision_path,
+                settings.policy.timeout_ms,
+                store,
+                settings.policy.switch_overlap_ms,
+                settings.policy.timeout_ms_per_mib,
+            ),
+            authenticator=Authenticator(settings.auth, http),
+            pool=UpstreamPool(settings.upstreams, os.environ),
+            routes=RouteTable(tuple(settings.upstreams)),
+            metrics=metrics,
+            recorder=DecisionRecorder(settings.decision_log, metrics),
+            opa=opa,
+            http=http,
+            large_bodies=LargeBodyGate(
+                settings.limits.max_concurrent_large,
+                settings.limits.large_body_bytes,
+                settings.limits.queue_timeout_ms / 1000,
+            ),
+        )
+        await gateway.pool.start()
+        stack.push_async_callback(gateway.pool.stop)
+        await gateway.engine.start()
+        stack.push_async_callback(gateway.engine.stop)
+        workers: list[Worker] = []
+        await _start_worker(stack, workers, gateway.recorder)
+        if settings.governance is None:
+            await _activate_local_bundle(gateway)
+        else:
+            gateway.watcher, gateway.embedded = await start_watcher(settings, store, http, metrics)
+            stack.push_async_callback(gateway.watcher.stop)
+            workers.append(gateway.watcher)
+        if opa is not None:
+            await _start_worker(stack, workers, opa)
+        gateway.workers = tuple(workers)
+        metrics.components.workers = gateway.workers
+        yield gateway
 
 
-def _activate_local_bundle(gateway: Gateway) -> None:
-    """Pinning without a chain: the configured bundle, if its digest matches the pin."""
+async def _start_worker(
+    stack: contextlib.AsyncExitStack, workers: list[Worker], worker: Worker
+) -> None:
+    await worker.start()
+    stack.push_async_callback(worker.stop)
+    workers.append(worker)
+
+
+async def _activate_local_bundle(gateway: Gateway) -> None:
+    """Pinning without a chain: the configured bundle, if its digest matches the pin.
+
+    A refused bundle leaves no version in force: the gateway runs, unready, and
+    fails closed, so that the operator sees why in ``/readyz`` and the log.
+    """
     policy = gateway.settings.policy
     try:
-        version = gateway.store.activate(
-            load_bundle(policy.bundle), policy.version, policy.pinned_digest
-        )
+        bundle = await asyncio.to_thread(load_bundle, policy.bundle)
+        await activate(gateway.store, gateway.metrics, bundle, policy.version, policy.pinned_digest)
     except AgoraError as exc:
         logger.error("policy bundle not activated: %s", exc)
-        return
-    gateway.metrics.policy_version.set(version.version)
-    gateway.metrics.policy_info.info({"digest": version.digest, "source": version.source})
-    logger.info(
-        "policy version %s active: %s (%s)", version.version, version.digest, version.source
-    )
-
-
-async def stop(gateway: Gateway) -> None:
-    if gateway.watcher is not None:
-        await gateway.watcher.stop()
-    if gateway.opa is not None:
-        await gateway.opa.stop()
-    await gateway.recorder.stop()
-    await gateway.engine.stop()
-    await gateway.pool.stop()
-    await gateway.http.close()

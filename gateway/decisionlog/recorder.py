@@ -73,6 +73,7 @@ class DecisionRecorder:
     """Hands each decision to the decision-log writer, and counts it in metrics and counts."""
 
     name = "decision_log"
+    gates_readiness = True  # nothing is forwarded that cannot be logged
 
     def __init__(self, config: DecisionLog, metrics: GatewayMetrics):
         self._config = config

@@ -33,8 +33,9 @@ from gateway.config import Governance
 from gateway.exceptions import BundleError, ChainError, DigestMismatch
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
+from gateway.pinning.activation import activate
 from gateway.pinning.source import BundleSource, BundleUnavailable
-from gateway.pinning.store import PolicyStore, PolicyVersion, prepare_version
+from gateway.pinning.store import PolicyStore, PolicyVersion
 from gateway.redaction import scrub
 
 logger = logging.getLogger("agora.ratification")
@@ -73,6 +74,7 @@ class RatificationWatcher:
     """The background worker that keeps the active policy equal to the ratified one."""
 
     name = "chain"
+    gates_readiness = True  # ERROR only while no verified version is in force; stale is WARN
 
     def __init__(
         self,
@@ -183,10 +185,10 @@ class RatificationWatcher:
     async def _activate(self, ratified: Ratification, reading: _Reading) -> PolicyVersion | None:
         try:
             bundle = await self._source.fetch(ratified.digest, ratified.uri)
-            prepared = await asyncio.to_thread(
-                prepare_version, bundle, ratified.version, ratified.digest, ratified.block_number
-            )
-            version = self._store.install(prepared)
+            version = await activate(
+                self._store, self._metrics, bundle, ratified.version, ratified.digest,
+                ratified.block_number,
+            )  # fmt: skip
         except DigestMismatch as exc:
             self._refuse(ratified, "mismatch", f"digest mismatch: {exc}")
             return None
@@ -200,21 +202,6 @@ class RatificationWatcher:
             self._refuse(ratified, "error", _unexpected(exc))
             logger.debug("unexpected failure activating a bundle", exc_info=True)
             return None
-        self._metrics.bundle_verifications.labels("ok").inc()
-        self._metrics.policy_version.set(version.version)
-        self._metrics.policy_info.info(
-            {
-                "digest": version.digest,
-                "source": version.source,
-                "block": str(ratified.block_number),
-            }
-        )
-        logger.info(
-            "activated ratified policy version %s (%s, block %s)",
-            version.version,
-            version.digest,
-            ratified.block_number,
-        )
         self._set(State.OK, f"enforcing ratified version {version.version}", reading)
         return version
 

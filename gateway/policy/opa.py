@@ -80,12 +80,13 @@ class ManagedOpa:
     """A local ``opa run --server`` on loopback, restarted with backoff if it dies."""
 
     name = "opa"
+    gates_readiness = True  # no OPA, no decisions
 
     def __init__(self, binary: str, bundle_service_url: str, port: int | None = None):
         self._binary = find_opa(binary)
         self._bundle_service_url = bundle_service_url
         self.port = port or free_port()
-        self._workdir = tempfile.TemporaryDirectory(prefix="agora-opa-")
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._relay: asyncio.Task[None] | None = None
@@ -110,6 +111,7 @@ class ManagedOpa:
         return self._process.pid if self._process else None
 
     async def start(self) -> None:
+        self._workdir = tempfile.TemporaryDirectory(prefix="agora-opa-")
         config_file = Path(self._workdir.name) / "opa.yaml"
         config_file.write_text(yaml.safe_dump(opa_config(self._bundle_service_url)))
         self._supervisor = asyncio.create_task(self._supervise(config_file), name="managed-opa")
@@ -123,7 +125,8 @@ class ManagedOpa:
         await self._terminate()
         self._state = State.STOPPED
         self._detail = "stopped"
-        self._workdir.cleanup()
+        if self._workdir is not None:
+            self._workdir.cleanup()
 
     async def wait_healthy(self, timeout_s: float) -> bool:
         """Wait until OPA answers ``/health``; False at the timeout."""

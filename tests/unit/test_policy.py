@@ -224,8 +224,11 @@ async def readiness(engine: PolicyEngine, store: PolicyStore, overlap_ms: int) -
     app.state.gateway = SimpleNamespace(
         store=store,
         engine=engine,
-        recorder=SimpleNamespace(name="decision_log", state=State.OK, detail="writing"),
-        opa=None,
+        workers=(
+            SimpleNamespace(
+                name="decision_log", gates_readiness=True, state=State.OK, detail="writing"
+            ),
+        ),
         watcher=None,
         settings=Settings.model_validate(
             {"auth": {"required": False}, "policy": {"switch_overlap_ms": overlap_ms}}
