@@ -34,14 +34,13 @@ from gateway.exceptions import (
     RequestRefused,
     UnsupportedBody,
     UpstreamError,
-    UpstreamTimeout,
 )
 from gateway.policy.input import RequestFacts
 from gateway.policy.obligations import apply_obligations
 from gateway.request.body import JsonBody, parse_json_body
 from gateway.request.deadlines import read_within
 from gateway.request.target import MODEL_NAME, canonical_target, classify_api, model_in_path
-from gateway.responses import error_response
+from gateway.responses import answer_for, error_for
 from gateway.runtime import Gateway
 from gateway.upstream.pool import Client, ProxyResponse, StreamOutcome
 
@@ -93,14 +92,12 @@ async def enforce(request: Request) -> Response:
         except Overloaded as shed:
             gateway.metrics.shed.labels("large_bodies").inc()
             headers["Retry-After"] = "1"
-            return error_response(503, str(shed), shed.error_type, shed.code, headers)
+            return error_for(shed, headers)
         except RequestRefused as refused:
-            gateway.metrics.rejected.labels(refused.code).inc()
+            gateway.metrics.rejected.labels(answer_for(refused).code).inc()
             if isinstance(refused, BodyTimeout):
                 headers["Connection"] = "close"
-            return error_response(
-                refused.status, str(refused), refused.error_type, refused.code, headers
-            )
+            return error_for(refused, headers)
 
         # 2. Authenticate the caller.
         try:
@@ -108,7 +105,7 @@ async def enforce(request: Request) -> Response:
         except AuthError as exc:
             gateway.metrics.rejected.labels("invalid_token").inc()
             headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-            return error_response(401, str(exc), "authentication_error", "invalid_token", headers)
+            return error_for(exc, headers)
         auth_done = time.perf_counter_ns()
 
         # 3. Ask policy.
@@ -134,9 +131,9 @@ async def enforce(request: Request) -> Response:
             logger.warning("failing closed: %s", exc)
             outcome.policy_ns = time.perf_counter_ns() - auth_done
             await gateway.recorder.refused(outcome, 503, [str(exc)])
-            return error_response(
-                503, "policy decision unavailable; the request was not forwarded",
-                "policy_unavailable", "policy_unavailable", headers, decision_id=decision_id,
+            return error_for(
+                exc, headers, "policy decision unavailable; the request was not forwarded",
+                decision_id=decision_id,
             )  # fmt: skip
         outcome.policy_ns = time.perf_counter_ns() - auth_done
         outcome.decision = decision
@@ -156,10 +153,9 @@ async def enforce(request: Request) -> Response:
         except ObligationRefused as exc:
             reasons = reasons if not decision.allow else [str(exc)]
             await gateway.recorder.refused(outcome, 403, reasons)
-            return error_response(
-                403, "Request denied by policy: " + "; ".join(reasons), "policy_denied",
-                "policy_denied", headers, decision_id=decision_id,
-                policy_version=decision.version.version, reasons=reasons,
+            return error_for(
+                exc, headers, "Request denied by policy: " + "; ".join(reasons),
+                decision_id=decision_id, policy_version=decision.version.version, reasons=reasons,
             )  # fmt: skip
 
         # 5. Forward what it allows, once its decision is in the log.
@@ -167,9 +163,9 @@ async def enforce(request: Request) -> Response:
             await gateway.recorder.admit(outcome, forwarded.applied)
         except DecisionLogError as exc:
             await gateway.recorder.refused(outcome, 503, [str(exc)])
-            return error_response(
-                503, "the decision log cannot take this decision; the request was not forwarded",
-                "decision_log_unavailable", "decision_log_unavailable", headers,
+            return error_for(
+                exc, headers,
+                "the decision log cannot take this decision; the request was not forwarded",
                 decision_id=decision_id,
             )  # fmt: skip
         if api == "models" and target.path == "/v1/models":
@@ -190,13 +186,9 @@ async def enforce(request: Request) -> Response:
                 client=_client(request),
             )
         except UpstreamError as exc:
-            status = 504 if isinstance(exc, UpstreamTimeout) else 502
             outcome.upstream_ns = time.perf_counter_ns() - forward_started
-            await gateway.recorder.finished(outcome, status, [f"upstream: {exc}"])
-            return error_response(
-                status, str(exc), "upstream_error",
-                "upstream_timeout" if status == 504 else "upstream_unavailable", headers,
-            )  # fmt: skip
+            await gateway.recorder.finished(outcome, answer_for(exc).status, [f"upstream: {exc}"])
+            return error_for(exc, headers)
 
         async def finished(stream: StreamOutcome) -> None:
             outcome.upstream_ns = stream.upstream_us * 1000

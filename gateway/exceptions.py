@@ -1,8 +1,11 @@
 """Agora's own exceptions; library errors (aiohttp, OPA, pyjwt, web3) are mapped here.
 
+How each one answers a caller (status, OpenAI-style type and code) is one
+table, in gateway/responses.py.
+
 AgoraError
 ├── ConfigError            bad configuration; names the key
-├── RequestRefused         a request refused before policy; carries its HTTP answer
+├── RequestRefused         a request refused before policy is asked
 │   ├── InvalidTarget      a request target another server could read differently (400)
 │   ├── InvalidBody        a body that is malformed, ambiguous or beyond a limit (400)
 │   ├── MissingModel       a model API request without a model (400)
@@ -37,33 +40,25 @@ class ConfigError(AgoraError):
 class RequestRefused(AgoraError):
     """A request refused before policy; the message is safe to return to the caller."""
 
-    status = 400
-    error_type = "invalid_request_error"
-    code = "invalid_request"
-
 
 class InvalidTarget(RequestRefused):
-    code = "invalid_target"
+    """A request target that another server could read differently."""
 
 
 class InvalidBody(RequestRefused):
-    code = "invalid_json"
+    """A body that is malformed, ambiguous, or beyond a limit."""
 
 
 class MissingModel(RequestRefused):
-    code = "missing_model"
+    """A request to a model API that names no model."""
 
 
 class BodyTooLarge(RequestRefused):
-    status = 413
-    code = "request_too_large"
+    """A body over ``limits.max_body_bytes``."""
 
 
 class BodyTimeout(RequestRefused):
     """The request body did not arrive in time."""
-
-    status = 408
-    code = "request_timeout"
 
     def __init__(self, timeout_s: float) -> None:
         super().__init__(f"the request body did not arrive within {timeout_s:g} s")
@@ -71,21 +66,15 @@ class BodyTimeout(RequestRefused):
 
 
 class UnsupportedBody(RequestRefused):
-    status = 415
-    code = "unsupported_media_type"
+    """A body encoding the gateway cannot judge (a compressed body)."""
 
 
 class ModelNotFound(RequestRefused):
-    status = 404
-    code = "model_not_found"
+    """No upstream route serves the model."""
 
 
 class Overloaded(RequestRefused):
     """The gateway sheds the request before doing its work; the caller may retry."""
-
-    status = 503
-    error_type = "overloaded"
-    code = "overloaded"
 
 
 class AuthError(AgoraError):

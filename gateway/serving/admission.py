@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.exceptions import Overloaded
-from gateway.responses import error_response
+from gateway.responses import error_for
 
 RETRY_AFTER_S = 1
 QUEUE_FULL = "queue_full"
@@ -115,11 +115,8 @@ def _holds_slot(waiter: asyncio.Future[None]) -> bool:
 
 
 async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(
-        503,
-        "the gateway is at capacity; retry after a short wait",
-        "overloaded",
-        "overloaded",
+    response = error_for(
+        Overloaded("the gateway is at capacity; retry after a short wait"),
         {"Retry-After": str(RETRY_AFTER_S)},
     )
     await response(scope, receive, send)
