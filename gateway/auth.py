@@ -278,7 +278,10 @@ class Authenticator:
 
     def __init__(self, config: Auth, session: aiohttp.ClientSession | None = None):
         self._config = config
-        self._verified = VerifiedTokens(config.verified_cache_s)
+        ttl_s = config.verified_cache_s
+        if config.jwks_url is not None:  # never trusted longer than the keys that verified it
+            ttl_s = min(ttl_s, config.jwks_cache_s)
+        self._verified = VerifiedTokens(ttl_s)
         self._static_keys: dict[str, Any] = {}
         self._jwks: JwksCache | None = None
         if config.secret_env is not None:
