@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +42,9 @@ MAX_JWKS_KEYS = 100
 MAX_JSON_DEPTH = 32
 """Deepest nesting of a token's header or claims, or of a JWKS document."""
 """A JWKS document with more keys than this is refused."""
+
+MAX_CACHED_TOKENS = 10_000
+"""Verified tokens remembered at most; the oldest is forgotten first."""
 
 KEY_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 """Header parameters by which a token names or carries its own key: such tokens are refused.
@@ -230,11 +234,54 @@ class JwksCache:
         return parse_jwks(bytes(body))
 
 
+class VerifiedTokens:
+    """Callers of tokens verified recently, keyed by the token's SHA-256, until they expire.
+
+    An RS256 verification costs about 0.25 ms of CPU, and a client sends the same
+    token with every request until it expires. A token is remembered only once
+    it has passed every check, for at most ``ttl_s`` and never past its ``exp``
+    (without the leeway: a token near its end is verified again, leeway
+    included). The TTL bounds how long a key that left the JWKS still vouches
+    for the tokens it signed. Only hashes are kept, never tokens.
+    """
+
+    def __init__(self, ttl_s: float, capacity: int = MAX_CACHED_TOKENS):
+        self._ttl_s = ttl_s
+        self._capacity = capacity
+        self._entries: dict[bytes, tuple[float, Caller]] = {}
+
+    @staticmethod
+    def key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, key: bytes) -> Caller | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if time.time() >= entry[0]:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: bytes, caller: Caller) -> None:
+        exp = caller.claims.get("exp")
+        if self._ttl_s <= 0 or not isinstance(exp, int | float) or isinstance(exp, bool):
+            return
+        until = min(float(exp), time.time() + self._ttl_s)
+        if len(self._entries) >= self._capacity:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (until, caller)
+
+
 class Authenticator:
     """Turns an ``Authorization`` header into a Caller, or raises AuthError."""
 
     def __init__(self, config: Auth, session: aiohttp.ClientSession | None = None):
         self._config = config
+        ttl_s = config.verified_cache_s
+        if config.jwks_url is not None:  # never trusted longer than the keys that verified it
+            ttl_s = min(ttl_s, config.jwks_cache_s)
+        self._verified = VerifiedTokens(ttl_s)
         self._static_keys: dict[str, Any] = {}
         self._jwks: JwksCache | None = None
         if config.secret_env is not None:
@@ -265,6 +312,14 @@ class Authenticator:
     async def verify(self, token: str) -> Caller:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError(f"token is longer than {MAX_TOKEN_CHARS} characters")
+        digest = VerifiedTokens.key(token)
+        caller = self._verified.get(digest)
+        if caller is None:
+            caller = await self._verify(token)
+            self._verified.put(digest, caller)
+        return caller
+
+    async def _verify(self, token: str) -> Caller:
         if _nested_too_deep(token):
             raise AuthError(f"malformed token: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:

@@ -145,6 +145,8 @@ class Auth(_Strict):
     public_key_file: Path | None = None
     secret_env: str | None = None
     leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
+    verified_cache_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    """How long a verified token is trusted without verifying it again (0: always verify)."""
 
     @field_validator("algorithms")
     @classmethod

@@ -10,20 +10,17 @@ PolicyUnavailable: the gateway fails closed.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
-
-import aiohttp
-from opa_client.opa_async import AsyncOpaClient
 
 from gateway.auth import Caller
 from gateway.exceptions import PolicyUnavailable
 from gateway.pinning.store import PolicyStore, PolicyVersion
+from gateway.policy.dataapi import DataApiClient, DataApiError
 from gateway.policy.input import RequestFacts, build_input
 
 _ATTEMPTS = 3
-_CLIENT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -55,25 +52,22 @@ class PolicyEngine:
         switch_overlap_ms: int,
         timeout_ms_per_mib: int = 0,
     ):
-        parts = urlsplit(opa_url)
-        self._client = AsyncOpaClient(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (443 if parts.scheme == "https" else 80),
-            ssl=parts.scheme == "https",
-            retries=0,
-            timeout=_CLIENT_TIMEOUT_S,  # the deadline is ours (asyncio.timeout below)
-        )
-        self._decision_path = decision_path
+        self._client = DataApiClient(opa_url)
+        self._decision_path = self._data_path(decision_path)
         self._timeout_s = timeout_ms / 1000
         self._timeout_s_per_byte = timeout_ms_per_mib / 1000 / 2**20
         self._overlap_s = switch_overlap_ms / 1000
         self._store = store
 
+    @staticmethod
+    def _data_path(path: str) -> str:
+        return "/v1/data/" + path.replace(".", "/").strip("/") + "?provenance=true"
+
     async def start(self) -> None:
-        await self._client.__aenter__()
+        """Nothing to open: connections to OPA are made on the first questions."""
 
     async def stop(self) -> None:
-        await self._client.close_connection()
+        await self._client.close()
 
     async def decide(
         self, facts: RequestFacts, caller: Caller, body_bytes: int = 0
@@ -120,25 +114,29 @@ class PolicyEngine:
 
     async def revision(self) -> str | None:
         """The bundle revision OPA currently enforces (a cheap query), for readiness."""
-        _, revision = await self._query(None, self._timeout_s, path="agora/__revision")
+        _, revision = await self._query(
+            None, self._timeout_s, path=self._data_path("agora/__revision")
+        )
         return revision
 
     async def _query(
         self, document: dict[str, Any] | None, timeout_s: float, path: str | None = None
     ) -> tuple[Any, str | None]:
+        payload = json.dumps({"input": document or {}}, separators=(",", ":")).encode()
+        request = self._client.request(path or self._decision_path, payload)
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._client.query_rule(
-                    input_data=document or {},
-                    package_path=path or self._decision_path,
-                    query_params={"provenance": "true"},
-                )
+                status, body = await self._client.post(request)
         except TimeoutError as exc:
             raise PolicyUnavailable(f"OPA did not answer within {timeout_s * 1000:.0f} ms") from exc
-        except aiohttp.ClientResponseError as exc:
-            raise PolicyUnavailable(f"OPA answered HTTP {exc.status}") from exc
-        except (aiohttp.ClientError, ValueError) as exc:
+        except DataApiError as exc:
             raise PolicyUnavailable(f"OPA is unreachable: {exc}") from exc
+        if status != 200:
+            raise PolicyUnavailable(f"OPA answered HTTP {status}")
+        try:
+            response = json.loads(body)
+        except ValueError as exc:
+            raise PolicyUnavailable(f"OPA's answer is not JSON: {exc}") from exc
         if not isinstance(response, dict):
             raise PolicyUnavailable("OPA's answer is not a JSON object")
         return response.get("result"), _revision_of(response)

@@ -2,8 +2,7 @@
 
 aiohttp rather than httpx: on a 2-core machine of this project's kind, a bare
 pass-through proxy was measured at about 5,600 req/s with aiohttp against about
-600 with httpx's default transport (docs/architecture.md), and
-opa-python-client already brings aiohttp in.
+600 with httpx's default transport (docs/architecture.md).
 
 The request body is read whole (within ``limits.max_body_bytes``) before anything
 is forwarded, because policy must judge all of it first. The response body is

@@ -11,7 +11,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Caller, VerifiedTokens
 from gateway.config import Auth
 from gateway.exceptions import AuthError, ConfigError
 from tests.support import AUDIENCE, ISSUER, Signer, unsigned_token
@@ -177,3 +177,70 @@ async def test_a_shared_secret_verifies_only_hmac_tokens(
     monkeypatch.setenv("AGORA_TEST_JWT_SECRET", "")
     with pytest.raises(ConfigError, match=r"auth\.secret_env"):
         Authenticator(config)
+
+
+async def test_a_verified_token_is_remembered_until_the_cache_ttl(
+    tmp_path: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: object, **kwargs: object) -> object:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    auth = pem_auth(tmp_path, signer, verified_cache_s=60)
+    token = signer.token(sub="bob")
+    first = await auth.authenticate(f"Bearer {token}")
+    assert await auth.authenticate(f"Bearer {token}") is first
+    assert len(decoded) == 1
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    assert (await auth.authenticate(f"Bearer {token}")).sub == "bob"
+    assert len(decoded) == 2
+
+
+async def test_a_cached_token_is_verified_again_once_past_its_exp(
+    tmp_path: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = pem_auth(tmp_path, signer, verified_cache_s=3600)
+    token = signer.token(expires_in=30)
+    first = await auth.authenticate(f"Bearer {token}")
+    assert await auth.authenticate(f"Bearer {token}") is first
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 31)  # pyjwt's own clock is not moved
+    assert await auth.authenticate(f"Bearer {token}") is not first
+
+
+async def test_without_the_cache_every_request_is_verified(
+    tmp_path: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = pem_auth(tmp_path, signer, verified_cache_s=0)
+    token = signer.token()
+    await auth.authenticate(f"Bearer {token}")
+    monkeypatch.setattr(
+        jwt, "decode", lambda *a, **k: (_ for _ in ()).throw(jwt.InvalidTokenError("x"))
+    )
+    with pytest.raises(AuthError, match="invalid token"):
+        await auth.authenticate(f"Bearer {token}")
+
+
+async def test_a_tampered_copy_of_a_cached_token_is_refused(tmp_path: Path, signer: Signer) -> None:
+    auth = pem_auth(tmp_path, signer)
+    token = signer.token()
+    await auth.authenticate(f"Bearer {token}")
+    head, claims, signature = token.split(".")
+    forged = f"{head}.{claims}.{signature[:-4]}AAAA"
+    with pytest.raises(AuthError):
+        await auth.authenticate(f"Bearer {forged}")
+
+
+def test_the_token_cache_forgets_the_oldest_when_full() -> None:
+    cache = VerifiedTokens(ttl_s=60, capacity=2)
+    exp = {"exp": time.time() + 600}
+    callers = [Caller(True, sub=str(i), claims=exp) for i in range(3)]
+    for i, caller in enumerate(callers):
+        cache.put(VerifiedTokens.key(str(i)), caller)
+    assert cache.get(VerifiedTokens.key("0")) is None
+    assert cache.get(VerifiedTokens.key("2")) is callers[2]
