@@ -113,6 +113,7 @@ class Policy(_Strict):
     pinned_digest: Annotated[str | None, Field(pattern=r"^sha256:[0-9a-f]{64}$")] = None
     opa: Literal["managed", "external"] = "managed"
     opa_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8181")
+    """OPA beside the gateway (the sidecar): plain http, which the lean Data API client speaks."""
     opa_binary: str = "opa"
     decision_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")] = "agora/main"
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
@@ -122,6 +123,13 @@ class Policy(_Strict):
     """Version number reported for a locally pinned bundle (the chain assigns its own)."""
     switch_overlap_ms: Annotated[int, Field(ge=0, le=60_000)] = 2000
     """After a switch, how long OPA's answers from the superseded version still count."""
+
+    @field_validator("opa_url")
+    @classmethod
+    def _opa_beside_the_gateway(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.scheme != "http":
+            raise ValueError("OPA runs beside the gateway (a sidecar): use http://host:port")
+        return url
 
 
 class Auth(_Strict):

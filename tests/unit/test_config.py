@@ -182,3 +182,12 @@ def test_duplicate_upstream_names(tmp_path: Path) -> None:
     text = "upstreams:\n  - {name: a, url: 'http://x'}\n  - {name: a, url: 'http://y'}\n"
     with pytest.raises(ConfigError, match="duplicate upstream"):
         load_settings(write(tmp_path, text), environ={})
+
+
+def test_opa_is_reached_over_plain_http_beside_the_gateway(tmp_path: Path) -> None:
+    path = tmp_path / "agora.yaml"
+    path.write_text(
+        "auth: {required: false}\npolicy: {opa: external, opa_url: 'https://opa:8181'}\n"
+    )
+    with pytest.raises(ConfigError, match=r"policy\.opa_url: .*use http://host:port"):
+        load_settings(path, {})
