@@ -84,7 +84,7 @@ class BundleService(_Strict):
     listen: BundleListen = BundleListen()
 
 
-class UpstreamTimeout(_Strict):
+class UpstreamTimeouts(_Strict):
     connect: Annotated[float, Field(gt=0)] = 2.0
     read: Annotated[float, Field(gt=0)] = 120.0
     """Seconds to the first byte of the response, and between two chunks of it."""
@@ -96,7 +96,7 @@ class Upstream(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
     url: AnyHttpUrl
     models: list[str] = ["*"]
-    timeout: UpstreamTimeout = UpstreamTimeout()
+    timeout: UpstreamTimeouts = UpstreamTimeouts()
     api_key_env: str | None = None
     """Environment variable holding the upstream's own API key, sent as a bearer token."""
     organization: str | None = None

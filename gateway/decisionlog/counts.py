@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway.decisionlog.errors import DecisionLogError
 from gateway.decisionlog.files import rotated_files
-from gateway.decisionlog.record import Decision
+from gateway.decisionlog.record import DecisionEntry
 from gateway.decisionlog.tally import LogStats, Tally
 from gateway.decisionlog.verify import ChainBroken, stats
 
@@ -49,7 +49,7 @@ class DecisionCounts:
         self._tally = Tally(existing)
         self.verified_at_start = True
 
-    def add(self, entry: Decision) -> None:
+    def add(self, entry: DecisionEntry) -> None:
         """Count a record that was just queued for the log."""
         self._tally.add(
             event=entry.event,

@@ -37,8 +37,8 @@ LATENCY_KEYS = ("auth", "policy", "upstream", "total")
 Event = Literal["decision", "outcome"]
 EVENTS: tuple[Event, ...] = ("decision", "outcome")
 
-Outcome = Literal["allowed", "denied", "failed_closed"]
-OUTCOMES: tuple[Outcome, ...] = ("allowed", "denied", "failed_closed")
+OutcomeLabel = Literal["allowed", "denied", "failed_closed"]
+OUTCOMES: tuple[OutcomeLabel, ...] = ("allowed", "denied", "failed_closed")
 
 Ending = Literal["forwarded_ok", "upstream_failed"]
 
@@ -54,7 +54,7 @@ _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class DecisionEntry:
     """One entry for the decision log, as handed to the writer.
 
     With ``event="decision"``, the gateway's decision: ``allow`` is a bool;
@@ -88,7 +88,7 @@ class Decision:
     body: object = None
 
 
-def outcome(allow: bool, status: int | None) -> Outcome:
+def outcome(allow: bool, status: int | None) -> OutcomeLabel:
     """Classify a decision the same way in stats, metrics and /transparency.
 
     ``denied`` is the policy saying no (403); any other refusal means no
@@ -133,7 +133,7 @@ def input_sha256(document: object) -> str:
 
 
 def build_record(
-    decision: Decision, *, caller_key: bytes | None, include_body: bool
+    decision: DecisionEntry, *, caller_key: bytes | None, include_body: bool
 ) -> dict[str, object]:
     """The record of a decision without ``seq``, ``prev`` and ``hash`` (see :func:`seal`).
 
@@ -176,7 +176,7 @@ def build_record(
     return record
 
 
-def _check_event(d: Decision) -> None:
+def _check_event(d: DecisionEntry) -> None:
     """The combinations of event, allow, status and obligations that the format allows."""
     if d.event not in EVENTS:
         raise ValueError(f"event must be one of {', '.join(EVENTS)}, not {d.event!r}")

@@ -33,8 +33,7 @@ from gateway.decisionlog.errors import (
     UnrecordableDecision,
 )
 from gateway.decisionlog.jcs import costly_to_encode
-from gateway.decisionlog.record import Decision as LogEntry
-from gateway.decisionlog.record import Event, input_sha256
+from gateway.decisionlog.record import DecisionEntry, Event, input_sha256
 from gateway.decisionlog.record import outcome as outcome_label
 from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.lifecycle import State
@@ -221,9 +220,9 @@ class DecisionRecorder:
         obligations: Mapping[str, object] | None = None,
         event: Event = "decision",
         at: datetime | None = None,
-    ) -> LogEntry:
+    ) -> DecisionEntry:
         version = outcome.decision.version if outcome.decision is not None else None
-        return LogEntry(
+        return DecisionEntry(
             decision_id=outcome.decision_id,
             time=at or outcome.time,
             policy_version=version.version if version else None,

@@ -39,7 +39,7 @@ from gateway.decisionlog.errors import (
 )
 from gateway.decisionlog.files import fsync_dir, rotated_name
 from gateway.decisionlog.jcs import costly_to_encode
-from gateway.decisionlog.record import Decision, build_record, format_time, seal
+from gateway.decisionlog.record import DecisionEntry, build_record, format_time, seal
 from gateway.decisionlog.recovery import recover
 from gateway.exceptions import ConfigError
 from gateway.lifecycle import State
@@ -156,7 +156,7 @@ class DecisionLogWriter:
         self._task = asyncio.create_task(self._run(), name="decision-log-writer")
         self._state = State.OK
 
-    async def submit(self, decision: Decision, *, durable: bool = False) -> None:
+    async def submit(self, decision: DecisionEntry, *, durable: bool = False) -> None:
         """Queue a record; with ``durable``, return once it is fsynced.
 
         Raise DecisionLogFull (queue full, ``on_full: fail_closed``),

@@ -100,7 +100,6 @@ class RatificationWatcher:
         self._state = State.NOT_READY
         self._detail = "not started"
         self._last_sync: float | None = None
-        self._wake = asyncio.Event()
 
     @property
     def state(self) -> State:
@@ -136,19 +135,13 @@ class RatificationWatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._state, self._detail = State.STOPPED, "stopped"
 
-    def poke(self) -> None:
-        """Check the chain now rather than at the next poll (a new block or event was seen)."""
-        self._wake.set()
-
     async def _run(self) -> None:
         while True:
             try:
                 await self.sync_once()
             except Exception as exc:  # the watcher outlives any one bad round
                 self._report_unexpected("checking the chain", exc)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
+            await asyncio.sleep(self._config.poll_s)
 
     async def sync_once(self) -> PolicyVersion | None:
         """One check of the chain; the newly activated version, if any."""

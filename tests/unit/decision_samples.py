@@ -6,16 +6,16 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.decisionlog import Decision, build_record, input_sha256
+from gateway.decisionlog import DecisionEntry, build_record, input_sha256
 
 
 def input_document(i: int) -> dict[str, Any]:
     return {"request": {"model": "gpt-4o-mini", "temperature": 0.7}, "n": i}
 
 
-def decision(i: int = 0, **changes: Any) -> Decision:
+def decision(i: int = 0, **changes: Any) -> DecisionEntry:
     """Decision number ``i``: an allowed chat completion about to be forwarded, 1 s after i - 1."""
-    base = Decision(
+    base = DecisionEntry(
         decision_id=f"d-{i:06d}",
         time=datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
         policy_version=3,
@@ -33,13 +33,13 @@ def decision(i: int = 0, **changes: Any) -> Decision:
     return dataclasses.replace(base, **changes)
 
 
-def refusal(i: int = 0, status: int = 403, **changes: Any) -> Decision:
+def refusal(i: int = 0, status: int = 403, **changes: Any) -> DecisionEntry:
     """Decision number ``i`` refused with ``status`` (403: denied by policy)."""
     reasons = ["denied by policy"] if status == 403 else ["no trustworthy decision"]
     return decision(i, **{"allow": False, "status": status, "reasons": reasons, **changes})
 
 
-def outcome_of(allowed: Decision, status: int = 200, **changes: Any) -> Decision:
+def outcome_of(allowed: DecisionEntry, status: int = 200, **changes: Any) -> DecisionEntry:
     """The outcome record of an allowed decision: its response ended with ``status``."""
     fields: dict[str, Any] = {
         "event": "outcome",
@@ -52,7 +52,7 @@ def outcome_of(allowed: Decision, status: int = 200, **changes: Any) -> Decision
     return dataclasses.replace(allowed, **fields)
 
 
-def legacy_fields(d: Decision, *, caller_key: bytes | None = b"k") -> dict[str, object]:
+def legacy_fields(d: DecisionEntry, *, caller_key: bytes | None = b"k") -> dict[str, object]:
     """A record as the first writers made it: no ``event``, one record per request at its end."""
     fields = build_record(d, caller_key=caller_key, include_body=False)
     del fields["event"]

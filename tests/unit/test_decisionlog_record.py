@@ -12,7 +12,7 @@ import pytest
 import rfc8785
 
 from gateway.decisionlog import (
-    Decision,
+    DecisionEntry,
     RecordError,
     build_record,
     canonical_json,
@@ -37,7 +37,7 @@ DESIGN_FIELDS = {
 HASH = "sha256:" + "cd" * 32
 
 
-def sealed(d: Decision, seq: int = 1, prev: str | None = None, **kw: Any) -> dict[str, Any]:
+def sealed(d: DecisionEntry, seq: int = 1, prev: str | None = None, **kw: Any) -> dict[str, Any]:
     fields = build_record(d, caller_key=kw.get("key", KEY), include_body=kw.get("body", False))
     _, line = seal(fields, seq, prev)
     return parse_line(line[:-1])
@@ -56,7 +56,7 @@ SAMPLES = [
 
 
 @pytest.mark.parametrize("d", SAMPLES, ids=lambda d: d.decision_id)
-def test_record_hash_is_sha256_of_rfc8785_canonical_json(d: Decision) -> None:
+def test_record_hash_is_sha256_of_rfc8785_canonical_json(d: DecisionEntry) -> None:
     record = sealed(d, seq=7, prev="sha256:" + "cd" * 32)
     without_hash = {k: v for k, v in record.items() if k != "hash"}
     assert canonical_json(without_hash) == rfc8785.dumps(without_hash)

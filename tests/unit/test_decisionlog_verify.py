@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
-from gateway.decisionlog import ChainBroken, Decision, Tally, build_record, seal, stats, verify
+from gateway.decisionlog import ChainBroken, DecisionEntry, Tally, build_record, seal, stats, verify
 from gateway.decisionlog.cli import register
-from gateway.decisionlog.opa import to_opa_event
 from tests.unit.decision_samples import decision, legacy_fields, outcome_of, refusal
 
 
-def chain(decisions: list[Decision | dict[str, object]]) -> list[bytes]:
+def chain(decisions: list[DecisionEntry | dict[str, object]]) -> list[bytes]:
     """Log lines for these decisions (or prepared record fields), chained from the first record."""
     lines, prev = [], None
     for seq, d in enumerate(decisions, 1):
@@ -172,7 +171,7 @@ def test_a_first_record_with_a_prev_fails(tmp_path: Path) -> None:
     assert "first record must have prev null" in result.first_bad.reason
 
 
-def mixed_decisions() -> list[Decision | dict[str, object]]:
+def mixed_decisions() -> list[DecisionEntry | dict[str, object]]:
     """21 records: 14 decisions, 7 outcomes.
 
     Version 1: 3 allowed (2 answered, 1 without an outcome). Version 3: 7 allowed (4
@@ -315,17 +314,3 @@ def test_cli_stats_of_a_broken_chain(
     del lines[3]
     assert run("log", "stats", write(path, lines)) == 1
     assert f"FAILED: {path}:4 (seq 5): seq gap" in capsys.readouterr().out
-
-
-def test_opa_event_view(log: tuple[Path, list[bytes]]) -> None:
-    _, lines = log
-    record = json.loads(lines[0])
-    event = to_opa_event(record, path="agora/main")
-    assert event["decision_id"] == "d-000000"
-    assert event["path"] == "agora/main"
-    assert event["timestamp"] == "2025-01-01T00:00:00.000000Z"
-    assert event["result"] == {"allow": True, "reasons": []}
-    assert event["bundles"] == {"agora": {"revision": "sha256:" + "ab" * 32}}
-    assert event["erased"] == ["/input"]
-    assert "input" not in event
-    assert event["agora"] == record

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import DecisionLog
 from gateway.decisionlog import (
-    Decision,
+    DecisionEntry,
     DecisionLogError,
     DecisionLogFull,
     DecisionLogWriter,
@@ -34,7 +34,7 @@ from tests.unit.decision_samples import refusal
 ENV = {"AGORA_TEST_CALLER_KEY": "k" * 32}
 
 
-def decision(i: int = 0, **changes: Any) -> Decision:
+def decision(i: int = 0, **changes: Any) -> DecisionEntry:
     """Every third decision is a denial, so that counts per outcome are exercised."""
     return refusal(i, **changes) if i % 3 == 0 else sample(i, **changes)
 
