@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -67,7 +68,20 @@ async def test_long_poll_wakes_on_activation() -> None:
 async def test_long_poll_times_out_without_change() -> None:
     store = PolicyStore()
     first = store.activate(bundle(), 1, None)
-    await store.wait_for_change(first.revision, timeout_s=0.05)
+    started = time.monotonic()
+    await store.wait_for_change(first.revision, timeout_s=0.2)
+    assert time.monotonic() - started >= 0.19  # held for the whole wait, not answered at once
+    assert store.active is first
+
+
+async def test_long_poll_returns_as_soon_as_the_version_changes() -> None:
+    store = PolicyStore()
+    first = store.activate(bundle(), 1, None)
+    waiting = asyncio.create_task(store.wait_for_change(first.revision, timeout_s=10))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    store.activate(bundle("allow := false"), 2, None)
+    await asyncio.wait_for(waiting, 1)
 
 
 def test_prefer_wait_parsing() -> None:
