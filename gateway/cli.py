@@ -97,7 +97,7 @@ def _register_optional(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
     register_log(commands)
     try:
-        from gateway.chain.cli import register as register_gov
+        from gateway.gov.cli import register as register_gov
     except ImportError as exc:
         missing_module = exc.name or "web3"
         missing = commands.add_parser("gov", help="governance (needs the chain extra)")
@@ -123,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from gateway.quickstart import run
+    from demo.quickstart import run
 
     return asyncio.run(
         run(
@@ -137,7 +137,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _demo_model(args: argparse.Namespace) -> int:
-    from gateway.demo_model import create_demo_app
+    from demo.model import create_demo_app
 
     uvicorn.run(create_demo_app(), host=args.host, port=args.port, log_level="warning")
     return 0

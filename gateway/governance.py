@@ -23,7 +23,7 @@ from gateway.redaction import protect_logs
 if TYPE_CHECKING:
     from web3 import Web3
 
-    from gateway.chain.deploy import Deployment
+    from gateway.gov.deploy import Deployment
     from gateway.pinning.watcher import RatificationWatcher
 
 

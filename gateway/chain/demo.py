@@ -11,11 +11,11 @@ from pathlib import Path
 
 from web3 import Web3
 
-from gateway.chain.deploy import Deployment, GovernanceParams, deploy_governance
 from gateway.chain.embedded import EmbeddedChain
-from gateway.chain.governance import Governance, Support
 from gateway.chain.registry import Ratification
 from gateway.exceptions import ChainError
+from gateway.gov.deploy import Deployment, GovernanceParams, deploy_governance
+from gateway.gov.governance import Governance, Support
 from gateway.pinning.bundle import load_bundle
 
 # Blocks are mined on demand in tests (a cycle takes about a second); with the quickstart's

@@ -14,8 +14,8 @@ from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.backends.pyevm.main import get_default_account_keys
 from web3 import EthereumTesterProvider, Web3
 
-from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError
+from gateway.gov.transactions import Sender
 
 ACCOUNT_COUNT = 10
 GAS_LIMIT = 10_000_000  # enough for any Agora transaction, deployments included

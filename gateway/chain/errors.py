@@ -37,8 +37,8 @@ from web3.exceptions import (
 )
 
 from gateway.chain.artifacts import CONTRACT_NAMES, load_artifact
-from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
 from gateway.exceptions import ChainError
+from gateway.gov.tokens import TOKEN_SYMBOL, format_tokens
 from gateway.redaction import redact_urls
 
 PROPOSAL_STATES = (

@@ -64,7 +64,7 @@ from gateway.exceptions import ChainError
 from gateway.lifecycle import State
 
 if TYPE_CHECKING:
-    from gateway.chain.deploy import Deployment
+    from gateway.gov.deploy import Deployment
     from gateway.governance import EmbeddedGovernance
 
 logger = logging.getLogger("agora.rpc_bridge")

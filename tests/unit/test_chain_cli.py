@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chain.cli import DEFAULT_WAIT_S, DEPLOYMENT_ENV, RPC_URL_ENV, register
-from gateway.chain.keys import PRIVATE_KEY_ENV
+from gateway.gov.cli import DEFAULT_WAIT_S, DEPLOYMENT_ENV, RPC_URL_ENV, register
+from gateway.gov.keys import PRIVATE_KEY_ENV
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ import pytest
 
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.demo import EMBEDDED_PARAMS, ratify_embedded
-from gateway.chain.deploy import Deployment, deploy_governance
 from gateway.chain.digests import to_bytes32
 from gateway.chain.embedded import EmbeddedChain
-from gateway.chain.governance import Governance, Proposal, ProposalState, Support
 from gateway.chain.registry import RegistryClient
-from gateway.chain.tokens import TOKEN_UNIT
-from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError
+from gateway.gov.deploy import Deployment, deploy_governance
+from gateway.gov.governance import Governance, Proposal, ProposalState, Support
+from gateway.gov.tokens import TOKEN_UNIT
+from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
 
 # Votes of each account after distribution (the supply is 1,000,000; quorum is 4%).

@@ -24,12 +24,12 @@ from web3.types import RPCEndpoint, RPCResponse
 from gateway.chain.demo import ratify_embedded, start_embedded_governance
 from gateway.chain.digests import to_bytes32
 from gateway.chain.embedded import EmbeddedChain
-from gateway.chain.governance import Governance as Community
-from gateway.chain.governance import Support
 from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc import connect
 from gateway.config import Governance, Settings, load_settings
 from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.governance import Governance as Community
+from gateway.gov.governance import Support
 from gateway.governance import start_watcher
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics

@@ -30,15 +30,15 @@ from web3.types import RPCResponse
 
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.demo import ratify_embedded
-from gateway.chain.deploy import Deployment, GovernanceParams, deploy_governance
 from gateway.chain.digests import to_bytes32
 from gateway.chain.embedded import EmbeddedChain
 from gateway.chain.errors import describe_revert
-from gateway.chain.keys import PRIVATE_KEY_ENV
 from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc_bridge import RpcBridge, mine_block_now, revert_error, to_json_rpc
-from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError
+from gateway.gov.deploy import Deployment, GovernanceParams, deploy_governance
+from gateway.gov.keys import PRIVATE_KEY_ENV
+from gateway.gov.transactions import Sender
 from gateway.governance import EmbeddedGovernance
 from gateway.lifecycle import State
 from gateway.pinning.bundle import load_bundle

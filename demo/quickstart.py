@@ -24,8 +24,8 @@ import jwt
 import uvicorn
 from starlette.applications import Starlette
 
+from demo.model import create_demo_app
 from gateway.config import Settings
-from gateway.demo_model import create_demo_app
 from gateway.exceptions import ChainError
 from gateway.serving.server import GatewayServer
 

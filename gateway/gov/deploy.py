@@ -18,9 +18,9 @@ from eth_typing import ChecksumAddress
 
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.errors import chain_errors, parse_address
-from gateway.chain.tokens import TOKEN_UNIT
-from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.tokens import TOKEN_UNIT
+from gateway.gov.transactions import Sender
 
 ANYONE = "0x0000000000000000000000000000000000000000"
 _UINT32_MAX = 2**32 - 1

@@ -2,7 +2,7 @@
 
 Only the argument parsing lives here, so that building the ``agora`` parser stays
 fast; the handlers (and web3) load when a ``gov`` command runs
-(:mod:`gateway.chain.commands`). Keys are read from ``AGORA_GOV_PRIVATE_KEY`` or
+(:mod:`gateway.gov.commands`). Keys are read from ``AGORA_GOV_PRIVATE_KEY`` or
 a ``--keystore`` file, never from the command line.
 """
 
@@ -197,7 +197,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _set_handler(parser: argparse.ArgumentParser, name: str) -> None:
     def handler(args: argparse.Namespace) -> int:
-        from gateway.chain.commands import HANDLERS
+        from gateway.gov.commands import HANDLERS
 
         try:
             return HANDLERS[name](args)

@@ -20,7 +20,6 @@ from web3 import Web3
 from web3.types import EventData
 
 from gateway.chain.artifacts import load_artifact
-from gateway.chain.deploy import Deployment
 from gateway.chain.digests import from_bytes32, to_bytes32
 from gateway.chain.errors import (
     PROPOSAL_STATES,
@@ -32,8 +31,9 @@ from gateway.chain.errors import (
     require_contract,
 )
 from gateway.chain.registry import Ratification, RegistryClient
-from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError
+from gateway.gov.deploy import Deployment
+from gateway.gov.transactions import Sender
 
 
 class Support(IntEnum):

@@ -17,21 +17,21 @@ from typing import Literal
 
 from web3 import Web3
 
-from gateway.chain.cli import DEPLOYMENT_ENV, RPC_URL_ENV
-from gateway.chain.deploy import (
+from gateway.chain.errors import chain_errors, parse_address
+from gateway.chain.registry import Ratification
+from gateway.chain.rpc import connect
+from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.cli import DEPLOYMENT_ENV, RPC_URL_ENV
+from gateway.gov.deploy import (
     Deployment,
     GovernanceParams,
     delegate_votes,
     deploy_governance,
 )
-from gateway.chain.errors import chain_errors, parse_address
-from gateway.chain.governance import OPEN_STATES, Governance, ProposalState, Support
-from gateway.chain.keys import load_account
-from gateway.chain.registry import Ratification
-from gateway.chain.rpc import connect
-from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
-from gateway.chain.transactions import Sender
-from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.governance import OPEN_STATES, Governance, ProposalState, Support
+from gateway.gov.keys import load_account
+from gateway.gov.tokens import TOKEN_SYMBOL, format_tokens
+from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
 
 
