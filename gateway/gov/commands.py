@@ -21,13 +21,13 @@ from gateway.chain.errors import chain_errors, parse_address
 from gateway.chain.registry import Ratification
 from gateway.chain.rpc import connect
 from gateway.exceptions import ChainError, ConfigError
-from gateway.gov.cli import DEPLOYMENT_ENV, RPC_URL_ENV
 from gateway.gov.deploy import (
     Deployment,
     GovernanceParams,
     delegate_votes,
     deploy_governance,
 )
+from gateway.gov.environment import DEPLOYMENT_ENV, RPC_URL_ENV
 from gateway.gov.governance import OPEN_STATES, Governance, ProposalState, Support
 from gateway.gov.keys import load_account
 from gateway.gov.tokens import TOKEN_SYMBOL, format_tokens

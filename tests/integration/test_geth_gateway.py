@@ -37,10 +37,10 @@ import pytest
 
 from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc import connect
-from gateway.gov.cli import DEPLOYMENT_ENV, RPC_URL_ENV
 from gateway.gov.deploy import Deployment
+from gateway.gov.environment import DEPLOYMENT_ENV, PRIVATE_KEY_ENV, RPC_URL_ENV
 from gateway.gov.governance import Governance, Support
-from gateway.gov.keys import PRIVATE_KEY_ENV, load_account
+from gateway.gov.keys import load_account
 from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
 from tests.integration.conftest import DemoModel, RunningGateway, StartGateway

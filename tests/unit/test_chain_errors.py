@@ -22,7 +22,8 @@ from gateway.chain.errors import (
 )
 from gateway.chain.rpc import connect
 from gateway.exceptions import ChainError, ConfigError
-from gateway.gov.keys import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV, load_account
+from gateway.gov.environment import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV
+from gateway.gov.keys import load_account
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 KEY = "0x" + "11" * 32

@@ -37,7 +37,7 @@ from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc_bridge import RpcBridge, mine_block_now, revert_error, to_json_rpc
 from gateway.exceptions import ChainError
 from gateway.gov.deploy import Deployment, GovernanceParams, deploy_governance
-from gateway.gov.keys import PRIVATE_KEY_ENV
+from gateway.gov.environment import PRIVATE_KEY_ENV
 from gateway.gov.transactions import Sender
 from gateway.governance import EmbeddedGovernance
 from gateway.lifecycle import State
