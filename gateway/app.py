@@ -43,7 +43,7 @@ from gateway.exceptions import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.governance import EmbeddedGovernance, start_watcher
+from gateway.governance import start_watcher
 from gateway.lifecycle import State
 from gateway.pinning.bundle import load_bundle
 from gateway.policy.obligations import apply_obligations
@@ -89,7 +89,6 @@ class Gateway:
     opa: ManagedOpa | None
     http: aiohttp.ClientSession
     watcher: RatificationWatcher | None = None
-    embedded: EmbeddedGovernance | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ async def _start(settings: Settings, metrics_: GatewayMetrics) -> Gateway:
     if settings.governance is None:
         _activate_local_bundle(gateway)
     else:
-        gateway.watcher, gateway.embedded = await start_watcher(settings, store, http, metrics_)
+        gateway.watcher = await start_watcher(settings, store, http, metrics_)
     if opa is not None:
         await opa.start()
     return gateway

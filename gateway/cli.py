@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -51,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     quickstart = commands.add_parser(
-        "quickstart", help="run the whole system locally with embedded defaults"
+        "quickstart",
+        help="run the whole system locally: dev chain (anvil), OPA, stand-in model, gateway",
     )
     quickstart.add_argument("--port", type=int, default=8080, help="gateway port")
     quickstart.add_argument(
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quickstart.add_argument("--model-port", type=int, default=9000, help="demo model port")
     quickstart.add_argument(
-        "--rpc-port", type=int, default=8545, help="JSON-RPC port of the embedded chain"
+        "--rpc-port", type=int, default=8545, help="JSON-RPC port of the dev chain (anvil)"
     )
     quickstart.add_argument("--log-level", default="warning")
     quickstart.set_defaults(func=_quickstart)
@@ -125,14 +125,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from demo.quickstart import run
 
-    return asyncio.run(
-        run(
-            gateway_port=args.port,
-            admin_port=args.admin_port,
-            model_port=args.model_port,
-            log_level=args.log_level,
-            rpc_port=args.rpc_port,
-        )
+    return run(
+        gateway_port=args.port,
+        admin_port=args.admin_port,
+        model_port=args.model_port,
+        log_level=args.log_level,
+        rpc_port=args.rpc_port,
     )
 
 

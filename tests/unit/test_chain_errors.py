@@ -12,7 +12,6 @@ from eth_utils.crypto import keccak
 from web3.exceptions import ContractCustomError
 
 from gateway.chain.digests import from_bytes32, to_bytes32
-from gateway.chain.embedded import EmbeddedChain
 from gateway.chain.errors import (
     check_chain_id,
     defeated_reason,
@@ -24,6 +23,7 @@ from gateway.chain.rpc import connect
 from gateway.exceptions import ChainError, ConfigError
 from gateway.gov.environment import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV
 from gateway.gov.keys import load_account
+from tests.embedded_chain import EmbeddedChain
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 KEY = "0x" + "11" * 32

@@ -1,4 +1,4 @@
-"""The watcher against the embedded chain: only ratified, verified bundles are activated."""
+"""The watcher against eth-tester chains: only ratified, verified bundles are activated."""
 
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ from web3 import HTTPProvider, Web3
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
-from gateway.chain.demo import ratify_embedded, start_embedded_governance
 from gateway.chain.digests import to_bytes32
-from gateway.chain.embedded import EmbeddedChain
 from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc import connect
 from gateway.config import Governance, Settings, load_settings
@@ -37,8 +35,11 @@ from gateway.pinning.bundle import Bundle, digest_of_files
 from gateway.pinning.source import BundleSource
 from gateway.pinning.store import PolicyStore
 from gateway.pinning.watcher import RatificationWatcher
+from tests.embedded_chain import EmbeddedChain, ratify_embedded, start_embedded_governance
 
 ROOT = Path(__file__).resolve().parents[2]
+NODE_URL = "http://127.0.0.1:8545"
+"""The configuration names a node; the watchers here read the embedded chains they are given."""
 
 
 def copy_policy(tmp_path: Path, name: str, extra: str = "") -> Path:
@@ -65,7 +66,9 @@ def watcher_for(
 ) -> RatificationWatcher:
     nodes = [nodes] if isinstance(nodes, Web3) else list(nodes)
     return RatificationWatcher(
-        Governance.model_validate({"chain": "embedded", "confirmations": 0, **config}),
+        Governance.model_validate(
+            {"rpc_urls": [NODE_URL], "registry": registry, "confirmations": 0, **config}
+        ),
         [RegistryClient(w3, registry) for w3 in nodes],
         store,
         BundleSource(session, None),
@@ -225,7 +228,9 @@ async def test_an_unexpected_failure_fetching_a_bundle_is_reported(
     w3, deployment, _ = start_embedded_governance(first, first.as_uri())
     metrics = GatewayMetrics()
     watcher = RatificationWatcher(
-        Governance(confirmations=0),
+        Governance.model_validate(
+            {"rpc_urls": [NODE_URL], "registry": deployment.registry, "confirmations": 0}
+        ),
         [RegistryClient(w3, deployment.registry)],
         PolicyStore(),
         ExplodingSource(session, None),
@@ -451,7 +456,7 @@ async def test_secrets_in_rpc_urls_never_show(
     )
     metrics = GatewayMetrics()
     caplog.set_level(logging.DEBUG)
-    watcher, _ = await start_watcher(settings, PolicyStore(), session, metrics)
+    watcher = await start_watcher(settings, PolicyStore(), session, metrics)
     try:
         await watcher.sync_once()
         detail = watcher.detail

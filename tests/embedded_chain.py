@@ -1,12 +1,16 @@
-"""An in-process Ethereum chain (eth-tester on py-evm) for the quickstart and the fast tests.
+"""An in-process Ethereum chain (eth-tester on py-evm) for the fast tests of the contracts,
+``agora gov``'s library and the gateway's registry reader.
 
 It mines one block per transaction, and on demand: :meth:`EmbeddedChain.mine`
 skips voting delays and periods (counted in blocks) and :meth:`EmbeddedChain.advance_time`
 skips the timelock delay (counted in seconds), so a whole governance cycle runs
 in about a second. It is not thread-safe: use it from one thread at a time.
+Test-only: py-evm raises the interpreter's recursion limit to 100,000 when imported.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -14,8 +18,13 @@ from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.backends.pyevm.main import get_default_account_keys
 from web3 import EthereumTesterProvider, Web3
 
+from demo.devchain import ratify_by_vote
+from gateway.chain.registry import Ratification
 from gateway.exceptions import ChainError
+from gateway.gov.deploy import Deployment, GovernanceParams, deploy_governance
+from gateway.gov.governance import Governance
 from gateway.gov.transactions import Sender
+from gateway.pinning.bundle import load_bundle
 
 ACCOUNT_COUNT = 10
 GAS_LIMIT = 10_000_000  # enough for any Agora transaction, deployments included
@@ -25,7 +34,7 @@ class EmbeddedChain:
     """A chain whose first accounts are funded (1,000,000 ether each) and whose keys are known.
 
     With no argument, a fresh chain; with ``w3``, the embedded chain behind it
-    (for example the one :func:`gateway.chain.demo.start_embedded_governance` returns).
+    (for example the one :func:`start_embedded_governance` returns).
     """
 
     def __init__(self, w3: Web3 | None = None) -> None:
@@ -69,3 +78,33 @@ class EmbeddedChain:
 
     def _latest_timestamp(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
+
+
+# Blocks are mined on demand: a whole cycle takes about a second.
+FAST_RULES = GovernanceParams(voting_delay=1, voting_period=30, timelock_delay=10)
+
+
+def start_embedded_governance(
+    bundle_path: Path, uri: str, params: GovernanceParams = FAST_RULES
+) -> tuple[Web3, Deployment, Ratification]:
+    """A fresh embedded chain with the contracts deployed and ``bundle_path`` ratified as version 1.
+
+    The deployer (the chain's first account) holds and delegates all the votes.
+    """
+    chain = EmbeddedChain()
+    deployment = deploy_governance(chain.sender(), params)
+    return chain.w3, deployment, ratify_embedded(chain.w3, deployment, bundle_path, uri)
+
+
+def ratify_embedded(
+    w3: Web3, deployment: Deployment, bundle_path: Path, uri: str, note: str = ""
+) -> Ratification:
+    """Ratify another bundle on the embedded chain behind ``w3``, voting with the deployer."""
+    chain = EmbeddedChain(w3)
+    deployer = next((a for a in chain.accounts if a.address == deployment.deployer), None)
+    if deployer is None:
+        raise ChainError("the deployment was not made by an account of the embedded chain")
+    sender = chain.sender(chain.accounts.index(deployer))
+    governance = Governance.from_deployment(w3, deployment)
+    digest = load_bundle(bundle_path).digest
+    return ratify_by_vote(chain, governance, sender, digest, uri, note)
