@@ -6,6 +6,7 @@ The chain support (web3) is the ``chain`` extra; a gateway configured with
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ async def start_watcher(
     metrics: GatewayMetrics,
 ) -> RatificationWatcher:
     """Build and start the watcher that activates ratified versions."""
+    limit = sys.getrecursionlimit()
     try:
         from gateway.chain.registry import RegistryClient
         from gateway.pinning.watcher import RatificationWatcher
@@ -39,6 +41,10 @@ async def start_watcher(
             f"governance needs the chain extra ({exc.name} is missing): "
             "pip install 'agora-gateway[chain]'"
         ) from exc
+    finally:
+        # web3 loads py_ecc, which raises the recursion limit to 100,000 for pairing code
+        # the gateway never runs: a runaway recursion must stay a RecursionError, not a crash.
+        sys.setrecursionlimit(limit)
     config: Governance = settings.governance  # type: ignore[assignment]
     urls = [str(url) for url in config.rpc_urls]
     protect_logs(urls, loggers=("agora.ratification",))

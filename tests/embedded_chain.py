@@ -10,13 +10,18 @@ Test-only: py-evm raises the interpreter's recursion limit to 100,000 when impor
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
+from typing import Any
 
+from eth_abi.abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.backends.pyevm.main import get_default_account_keys
+from eth_tester.exceptions import TransactionFailed, ValidationError
 from web3 import EthereumTesterProvider, Web3
+from web3.types import RPCEndpoint, RPCError, RPCResponse
 
 from demo.devchain import ratify_by_vote
 from gateway.chain.registry import Ratification
@@ -28,6 +33,45 @@ from gateway.pinning.bundle import load_bundle
 
 ACCOUNT_COUNT = 10
 GAS_LIMIT = 10_000_000  # enough for any Agora transaction, deployments included
+EXECUTION_REVERTED = 3  # geth's and anvil's JSON-RPC error code for a revert
+_ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+
+
+class NodeLikeProvider(EthereumTesterProvider):
+    """eth-tester answering failures as a JSON-RPC node does, so that web3 raises what it
+    raises against geth or anvil: a revert is error 3 with the revert data, a refused
+    transaction an error with the node's message."""
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        try:
+            return super().make_request(method, params)
+        except TransactionFailed as exc:
+            return {"jsonrpc": "2.0", "id": 0, "error": revert_error(exc)}
+        except ValidationError as exc:
+            return {"jsonrpc": "2.0", "id": 0, "error": {"code": -32000, "message": str(exc)}}
+
+
+def revert_error(exc: TransactionFailed) -> RPCError:
+    """A revert as a node reports it. web3's eth-tester provider re-raises a revert as
+    ``execution reverted: <reason>``: the ``Error(string)`` text, or the repr of the raw
+    revert data (``b'...'``) for custom errors."""
+    text = str(exc.args[0] if exc.args else exc)
+    reason = text.removeprefix("execution reverted").removeprefix(":").strip()
+    if reason in ("", "None", "b''"):
+        return {"code": EXECUTION_REVERTED, "message": "execution reverted"}
+    if reason.startswith(("b'", 'b"')):
+        raw = ast.literal_eval(reason)
+        return {
+            "code": EXECUTION_REVERTED,
+            "message": "execution reverted",
+            "data": "0x" + raw.hex(),
+        }
+    data = _ERROR_STRING_SELECTOR + encode(["string"], [reason])
+    return {
+        "code": EXECUTION_REVERTED,
+        "message": f"execution reverted: {reason}",
+        "data": "0x" + data.hex(),
+    }
 
 
 class EmbeddedChain:
@@ -39,7 +83,7 @@ class EmbeddedChain:
 
     def __init__(self, w3: Web3 | None = None) -> None:
         if w3 is None:
-            w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
+            w3 = Web3(NodeLikeProvider(EthereumTester(PyEVMBackend())))
         provider = w3.provider
         if not isinstance(provider, EthereumTesterProvider) or provider.ethereum_tester is None:
             raise ChainError("this Web3 instance is not backed by the embedded chain")
