@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-model", help="run the stand-in OpenAI-compatible model server")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=9000)
+    demo.add_argument(
+        "--token-delay-ms",
+        type=float,
+        default=20.0,
+        help="pause between the words of a streamed answer (20)",
+    )
     demo.set_defaults(func=_demo_model)
 
     opa = commands.add_parser("opa-config", help="print the configuration for an OPA sidecar")
@@ -137,7 +143,8 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _demo_model(args: argparse.Namespace) -> int:
     from demo.model import create_demo_app
 
-    uvicorn.run(create_demo_app(), host=args.host, port=args.port, log_level="warning")
+    app = create_demo_app(token_delay_s=args.token_delay_ms / 1000)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
