@@ -173,7 +173,7 @@ def run(
         print(f"anvil (dev chain) on {chain.url}; deploying the governance contracts", flush=True)
         deployment, ratified = start_governance(chain, bundle)
         deployment.save(WORKDIR / "deployment.json")
-        print(f"policies/ ratified by vote: version {ratified.version}, {ratified.digest}")
+        print(f"ratified by vote: version {ratified.version}, {ratified.digest}", flush=True)
         config = quickstart_config(
             gateway_port, admin_port, model_port, deployment, chain.url, Path("decisions.jsonl")
         )
