@@ -16,20 +16,26 @@ FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
-
-RUN python -m venv /opt/agora/venv
-ENV PATH=/opt/agora/venv/bin:$PATH
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/agora/venv
 
 WORKDIR /src
-# Every dependency has a wheel for linux amd64 and arm64: no compiler is needed.
-COPY pyproject.toml README.md ./
-COPY gateway/ gateway/
-RUN pip install --upgrade pip \
- && pip install --only-binary=:all: '.[chain]'
+# uv, pinned with its hashes, installs the dependencies exactly as uv.lock has them.
+COPY tools/uv-requirements.txt tools/
+RUN pip install --require-hashes -r tools/uv-requirements.txt
 
-# The image must hold what `agora gov` and governance read at run time.
-RUN agora --version \
+# The runtime and the chain extra (to read a real chain over JSON-RPC), nothing for tests;
+# the package itself is installed, not linked to /src. Every locked dependency has a wheel
+# for linux amd64 and arm64 (--no-build: no compiler, no build scripts of theirs run).
+COPY pyproject.toml uv.lock README.md ./
+COPY gateway/ gateway/
+RUN uv sync --locked --no-editable --extra chain --no-build
+ENV PATH=/opt/agora/venv/bin:$PATH
+
+# The installed package (not /src) must hold what governance reads at run time.
+RUN cd / && agora --version \
  && python -c "from gateway.chain.artifacts import load_artifact; load_artifact('PolicyRegistry')"
 
 # --- runtime -----------------------------------------------------------------------------------

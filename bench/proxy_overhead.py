@@ -5,7 +5,8 @@
         [--stream-duration S] [--idle S] [--settle S] [--output FILE | --no-write]
 
 It starts, on free loopback ports and with one worker each, the stand-in model
-(``python -m gateway demo-model``), which stays up for the whole run, and in
+(``python -m gateway demo-model``, streaming a word a millisecond), which stays up
+for the whole run, and in
 turn the processes behind each target, so that only the model and the target
 being measured run at any time:
 
@@ -31,7 +32,7 @@ connection error, and the CPU time each process (client, model, proxy, OPA)
 spent in the window divided by the answers, read from /proc, together with how
 busy the rest of the machine was. With ``--repeat N`` each cell is measured N
 times and the median round by req/s is kept. A short streaming run per target
-(``"stream": true`` with ``X-Demo-Delay-Ms: 1``, one connection) measures the
+(``"stream": true``, one connection) measures the
 time to the first body byte. For each gateway it also reports the CPU used at
 idle, memory and file descriptors before the load and ``--settle`` seconds
 after it, the exit on SIGTERM, the decision log (``agora log stats`` verifies
@@ -74,6 +75,7 @@ TOOL_BIN = Path(os.environ.get("AGORA_CACHE", Path.home() / ".cache/agora")) / "
 ISSUER = "https://issuer.bench"
 AUDIENCE = "agora"
 MODEL = "demo-small"
+MODEL_COMMAND = [sys.executable, "-m", "gateway", "demo-model", "--token-delay-ms", "1"]
 PROMPT = "Summarise the main trade-offs of running a policy gateway in front of a model API."
 TARGETS = ("direct", "bare", "gateway", "gateway-jwt")
 CHAT_PATH = "/v1/chat/completions"
@@ -479,8 +481,6 @@ def measure(
     stream: bool = False,
 ) -> Cell:
     headers = list(target.headers)
-    if stream:
-        headers.append(("X-Demo-Delay-Ms", "1"))
     spec = ClientSpec(
         host="127.0.0.1",
         port=target.port,
@@ -576,7 +576,10 @@ def make_token(workdir: Path) -> tuple[Path, str]:
 def start_model(workdir: Path) -> Server:
     port = free_port()
     model = start_server(
-        "model", [sys.executable, "-m", "gateway", "demo-model", "--port", str(port)], port, workdir
+        "model",
+        [*MODEL_COMMAND, "--port", str(port)],
+        port,
+        workdir,
     )
     wait_ready(model, "/v1/models")
     return model
@@ -1082,7 +1085,7 @@ def main(argv: Sequence[str]) -> int:
         report += [
             "",
             f"## Streaming: time to first body byte (1 connection, {args.stream_duration:g} s, "
-            "`X-Demo-Delay-Ms: 1` per token)",
+            "a word a millisecond)",
             "",
             *stream_table(streams),
         ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -51,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     quickstart = commands.add_parser(
-        "quickstart", help="run the whole system locally with embedded defaults"
+        "quickstart",
+        help="run the whole system locally: dev chain (anvil), OPA, stand-in model, gateway",
     )
     quickstart.add_argument("--port", type=int, default=8080, help="gateway port")
     quickstart.add_argument(
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quickstart.add_argument("--model-port", type=int, default=9000, help="demo model port")
     quickstart.add_argument(
-        "--rpc-port", type=int, default=8545, help="JSON-RPC port of the embedded chain"
+        "--rpc-port", type=int, default=8545, help="JSON-RPC port of the dev chain (anvil)"
     )
     quickstart.add_argument("--log-level", default="warning")
     quickstart.set_defaults(func=_quickstart)
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-model", help="run the stand-in OpenAI-compatible model server")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=9000)
+    demo.add_argument(
+        "--token-delay-ms",
+        type=float,
+        default=20.0,
+        help="pause between the words of a streamed answer (20)",
+    )
     demo.set_defaults(func=_demo_model)
 
     opa = commands.add_parser("opa-config", help="print the configuration for an OPA sidecar")
@@ -97,7 +103,7 @@ def _register_optional(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
     register_log(commands)
     try:
-        from gateway.chain.cli import register as register_gov
+        from gateway.gov.cli import register as register_gov
     except ImportError as exc:
         missing_module = exc.name or "web3"
         missing = commands.add_parser("gov", help="governance (needs the chain extra)")
@@ -123,23 +129,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from gateway.quickstart import run
+    from demo.quickstart import run
 
-    return asyncio.run(
-        run(
-            gateway_port=args.port,
-            admin_port=args.admin_port,
-            model_port=args.model_port,
-            log_level=args.log_level,
-            rpc_port=args.rpc_port,
-        )
+    return run(
+        gateway_port=args.port,
+        admin_port=args.admin_port,
+        model_port=args.model_port,
+        log_level=args.log_level,
+        rpc_port=args.rpc_port,
     )
 
 
 def _demo_model(args: argparse.Namespace) -> int:
-    from gateway.demo_model import create_demo_app
+    from demo.model import create_demo_app
 
-    uvicorn.run(create_demo_app(), host=args.host, port=args.port, log_level="warning")
+    app = create_demo_app(token_delay_s=args.token_delay_ms / 1000)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

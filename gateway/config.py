@@ -241,7 +241,9 @@ def _is_loopback(host: str | None) -> bool:
 
 
 class Governance(_Strict):
-    chain: Literal["embedded", "rpc"] = "embedded"
+    chain: Literal["rpc"] = "rpc"
+    """The gateway reads the chain over JSON-RPC; ``rpc`` is the only value (it was the
+    alternative to ``embedded``, an in-process chain that has been removed)."""
     rpc_urls: list[Annotated[AnyHttpUrl, AfterValidator(_rpc_url_is_private)]] = []
     registry: Annotated[str | None, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] = None
     confirmations: Annotated[int, Field(ge=0)] = 2
@@ -254,6 +256,17 @@ class Governance(_Strict):
     chain_id: Annotated[int | None, Field(ge=1)] = None
     """The chain id every RPC node must report; null: any, as long as they agree."""
 
+    @field_validator("chain", mode="before")
+    @classmethod
+    def _embedded_was_removed(cls, value: object) -> object:
+        if value == "embedded":
+            raise ValueError(
+                "embedded was removed: the gateway only reads a chain over JSON-RPC. Run a dev "
+                "node such as anvil (agora quickstart does) and set governance.rpc_urls and "
+                "governance.registry; see docs/governance.md"
+            )
+        return value
+
     @field_validator("quorum")
     @classmethod
     def _quorum_within_nodes(cls, value: int | None, info: ValidationInfo) -> int | None:
@@ -264,10 +277,8 @@ class Governance(_Strict):
 
     @model_validator(mode="after")
     def _chain_is_reachable(self) -> Governance:
-        if self.chain == "rpc" and (not self.rpc_urls or self.registry is None):
-            raise ValueError("chain: rpc needs rpc_urls and the registry address")
-        if self.chain == "embedded" and self.rpc_urls:
-            raise ValueError("rpc_urls are only read with chain: rpc")
+        if not self.rpc_urls or self.registry is None:
+            raise ValueError("governance needs rpc_urls and the registry address")
         if self.bundle_dir is not None and not self.bundle_dir.is_dir():
             raise ValueError(f"bundle_dir {self.bundle_dir} is not a directory")
         return self

@@ -112,7 +112,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 class ChainError(AgoraError):
-    """The governance chain (JSON-RPC or embedded) failed or returned something unexpected."""
+    """A governance chain node (JSON-RPC) failed or returned something unexpected."""
 
 
 class DecisionLogError(AgoraError):

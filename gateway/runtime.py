@@ -21,11 +21,11 @@ from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.decisionlog.recorder import DecisionRecorder
 from gateway.exceptions import AgoraError
-from gateway.governance import EmbeddedGovernance, start_watcher
 from gateway.lifecycle import Worker
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.activation import activate
 from gateway.pinning.bundle import load_bundle
+from gateway.pinning.nodes import start_watcher
 from gateway.pinning.store import PolicyStore
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.opa import ManagedOpa
@@ -55,7 +55,6 @@ class Gateway:
     http: aiohttp.ClientSession
     large_bodies: LargeBodyGate
     watcher: RatificationWatcher | None = None
-    embedded: EmbeddedGovernance | None = None
     workers: tuple[Worker, ...] = ()
     """The background workers, in start order (their states make /readyz)."""
 
@@ -111,7 +110,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
         if settings.governance is None:
             await _activate_local_bundle(gateway)
         else:
-            gateway.watcher, gateway.embedded = await start_watcher(settings, store, http, metrics)
+            gateway.watcher = await start_watcher(settings, store, http, metrics)
             stack.push_async_callback(gateway.watcher.stop)
             workers.append(gateway.watcher)
         if opa is not None:

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Install the pinned third-party tools into a cache outside the clone.
-# Go programs are built with `go install` only when missing, so a second run costs nothing.
-# Usage: scripts/install-tools.sh [opa] [geth] [helm] [promtool] [solc]   (default: all)
+# Install the pinned third-party tools into a cache outside the clone, so a second run costs nothing.
+#   uv              the Python package manager that installs the locked dependencies (uv.lock),
+#                   from tools/uv-requirements.txt (version and hashes), with pip
+#   anvil           Foundry's dev chain, the quickstart's node: a prebuilt binary from the npm
+#                   package @foundry-rs/anvil, pinned by tools/package-lock.json
+#   solc            the Solidity compiler and @openzeppelin/contracts, pinned by
+#                   contracts/package-lock.json (for scripts/compile-contracts.sh)
+#   opa geth helm promtool   Go programs, built with `go install` only when missing
+# `make run` installs uv, opa and anvil; `make test` installs them all.
+# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc]   (default: all)
 set -euo pipefail
 
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 AGORA_CACHE="${AGORA_CACHE:-$HOME/.cache/agora}"
 BIN="$AGORA_CACHE/bin"
 mkdir -p "$BIN"
@@ -27,24 +35,53 @@ install_geth() { go_tool geth github.com/ethereum/go-ethereum/cmd/geth "$GETH_VE
 install_helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
 install_promtool() { go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION"; }
 
-# solc and @openzeppelin/contracts are pinned by contracts/package-lock.json and
-# installed with `npm ci` into $AGORA_CACHE/node, reinstalled only when the lockfile changes.
-install_solc() {
-    local root dir stamp
-    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    dir="$AGORA_CACHE/node"
-    stamp="$dir/.lock-$(sha256sum "$root/contracts/package-lock.json" | cut -c1-16)"
+# The stamp of a lockfile: its hash, so that a changed pin reinstalls.
+lock_stamp() { # dir lockfile
+    echo "$1/.lock-$(sha256sum "$2" | cut -c1-16)"
+}
+
+npm_tools() { # what source-dir target-dir: `npm ci` of source-dir's lockfile into target-dir
+    local what="$1" source="$2" dir="$3" stamp
+    stamp="$(lock_stamp "$dir" "$source/package-lock.json")"
     if [[ -f "$stamp" ]]; then return; fi
-    echo "installing solc and @openzeppelin/contracts (npm ci into $dir)" >&2
+    echo "installing $what (npm ci into $dir)" >&2
     mkdir -p "$dir"
     rm -f "$dir"/.lock-*
-    cp "$root/contracts/package.json" "$root/contracts/package-lock.json" "$dir/"
+    cp "$source/package.json" "$source/package-lock.json" "$dir/"
+    # No install scripts: the packages ship what is needed, and nothing is fetched from elsewhere.
     npm ci --prefix "$dir" --no-audit --no-fund --ignore-scripts --silent
     touch "$stamp"
 }
 
+install_solc() { npm_tools "solc and @openzeppelin/contracts" "$root/contracts" "$AGORA_CACHE/node"; }
+
+# @foundry-rs/anvil installs the binary of this platform only, in @foundry-rs/anvil-<os>-<arch>.
+install_anvil() {
+    local dir="$AGORA_CACHE/anvil" binaries
+    npm_tools anvil "$root/tools" "$dir"
+    binaries=("$dir"/node_modules/@foundry-rs/anvil-*/bin/anvil)
+    if [[ ${#binaries[@]} -ne 1 || ! -x "${binaries[0]}" ]]; then
+        echo "error: @foundry-rs/anvil has no binary for this platform ($(uname -sm))" >&2
+        exit 1
+    fi
+    ln -sfn "${binaries[0]}" "$BIN/anvil"
+}
+
+install_uv() {
+    local dir="$AGORA_CACHE/uv" stamp
+    stamp="$(lock_stamp "$dir" "$root/tools/uv-requirements.txt")"
+    if [[ -f "$stamp" && -x "$BIN/uv" ]]; then return; fi
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
+        -r "$root/tools/uv-requirements.txt"
+    ln -sf "$dir/bin/uv" "$BIN/uv"
+    touch "$stamp"
+    echo "installed $("$BIN/uv" --version) into $BIN" >&2
+}
+
 tools=("$@")
-if [[ ${#tools[@]} -eq 0 ]]; then tools=(opa geth helm promtool solc); fi
+if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc); fi
 for tool in "${tools[@]}"; do
     "install_$tool"
 done

@@ -57,7 +57,7 @@ class RegistryClient:
             address=self.address, abi=load_artifact("PolicyRegistry").abi
         )
         endpoint = getattr(w3.provider, "endpoint_uri", None)
-        self.node = "embedded" if endpoint is None else redact_url(str(endpoint))
+        self.node = "in-process" if endpoint is None else redact_url(str(endpoint))
         """The node, as it may be shown: ``scheme://host[:port]``, no credentials."""
 
     def check(self) -> None:

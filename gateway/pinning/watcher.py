@@ -86,7 +86,7 @@ class RatificationWatcher:
         executor: ThreadPoolExecutor | None = None,
     ):
         if not registries:
-            raise ChainError("no chain to read: set governance.rpc_urls or governance.chain")
+            raise ChainError("no chain to read: set governance.rpc_urls")
         self._config = config
         self._registries = list(registries)
         self._required = min(config.quorum or len(self._registries), len(self._registries))

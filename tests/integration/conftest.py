@@ -46,6 +46,8 @@ def signer() -> Signer:
 
 @dataclass
 class DemoModel:
+    """The stand-in model with fault injection (tests/stand_in_model.py)."""
+
     url: str
     process: Process
 
@@ -58,7 +60,7 @@ class DemoModel:
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoModel]:
     port = free_port()
     log = tmp_path_factory.mktemp("demo") / "demo.log"
-    process = Process(python_module("gateway", "demo-model", "--port", str(port)), log)
+    process = Process(python_module("tests.stand_in_model", "--port", str(port)), log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/v1/models")

@@ -35,13 +35,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.chain.cli import DEPLOYMENT_ENV, RPC_URL_ENV
-from gateway.chain.deploy import Deployment
-from gateway.chain.governance import Governance, Support
-from gateway.chain.keys import PRIVATE_KEY_ENV, load_account
 from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc import connect
-from gateway.chain.transactions import Sender
+from gateway.gov.deploy import Deployment
+from gateway.gov.environment import DEPLOYMENT_ENV, PRIVATE_KEY_ENV, RPC_URL_ENV
+from gateway.gov.governance import Governance, Support
+from gateway.gov.keys import load_account
+from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
 from tests.integration.conftest import DemoModel, RunningGateway, StartGateway
 from tests.integration.geth import DEV_CHAIN_ID, GethNode, start_geth

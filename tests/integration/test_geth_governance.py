@@ -18,11 +18,15 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from gateway.chain.cli import DEPLOYMENT_ENV, RPC_URL_ENV
-from gateway.chain.deploy import Deployment
-from gateway.chain.keys import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV
 from gateway.chain.registry import RegistryClient
-from gateway.chain.tokens import TOKEN_UNIT
+from gateway.gov.deploy import Deployment
+from gateway.gov.environment import (
+    DEPLOYMENT_ENV,
+    KEYSTORE_PASSWORD_ENV,
+    PRIVATE_KEY_ENV,
+    RPC_URL_ENV,
+)
+from gateway.gov.tokens import TOKEN_UNIT
 from gateway.pinning.bundle import load_bundle
 from tests.integration.geth import DEV_CHAIN_ID, GethNode, start_geth
 from tests.support import ROOT, run_agora

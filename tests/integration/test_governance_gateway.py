@@ -1,20 +1,43 @@
-"""The gateway enforcing what an embedded chain ratified (the quickstart's setup)."""
+"""The gateway enforcing what a dev chain (anvil) ratified: the quickstart's setup, by hand."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from demo.devchain import Anvil
+from demo.quickstart import start_governance
 from gateway.pinning.bundle import load_bundle
 from tests.integration.conftest import StartGateway
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "demo-small", "messages": [{"role": "user", "content": "Hello"}]}
 
 
-def test_embedded_chain_ratifies_the_default_policy(start_gateway: StartGateway) -> None:
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
+    chain = Anvil.start(free_port(), tmp_path_factory.mktemp("anvil"))
+    try:
+        yield chain
+    finally:
+        chain.stop()
+
+
+def test_the_gateway_enforces_the_version_ratified_on_anvil(
+    start_gateway: StartGateway, anvil: Anvil
+) -> None:
+    deployment, ratified = start_governance(anvil, ROOT / "policies")
     gateway = start_gateway(
-        policy={"bundle": str(ROOT / "policies"), "opa": "managed", "timeout_ms": 1000},
-        governance={"chain": "embedded", "confirmations": 0, "poll_s": 0.5},
+        governance={
+            "rpc_urls": [anvil.url],
+            "registry": deployment.registry,
+            "chain_id": deployment.chain_id,
+            "confirmations": 0,
+            "poll_s": 0.5,
+        },
     )
     ready = gateway.ready()
     with gateway.client() as client:
@@ -22,5 +45,5 @@ def test_embedded_chain_ratifies_the_default_policy(start_gateway: StartGateway)
     assert response.status_code == 200
     assert response.headers["x-agora-policy-version"] == "1"
     assert response.headers["x-agora-policy-digest"] == load_bundle(ROOT / "policies").digest
-    assert ready["policy"]["ratified_block"] > 0
+    assert ready["policy"]["ratified_block"] == ratified.block_number
     assert ready["components"]["chain"]["state"] == "ok"

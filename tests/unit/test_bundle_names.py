@@ -19,7 +19,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.chain.demo import start_embedded_governance
 from gateway.chain.registry import RegistryClient
 from gateway.config import Governance
 from gateway.exceptions import BundleError
@@ -29,6 +28,7 @@ from gateway.pinning.bundle import Bundle, digest_of_files, load_bundle, load_bu
 from gateway.pinning.source import BundleSource
 from gateway.pinning.store import PolicyStore
 from gateway.pinning.watcher import RatificationWatcher
+from tests.embedded_chain import start_embedded_governance
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = "agora/rules/models.rego"
@@ -123,7 +123,13 @@ async def test_a_ratification_pointing_at_the_forged_archive_is_never_activated(
     assert ratification.digest == naive_digest(forged_files())
     store, metrics = PolicyStore(), GatewayMetrics()
     watcher = RatificationWatcher(
-        Governance(confirmations=0),
+        Governance.model_validate(
+            {
+                "rpc_urls": ["http://127.0.0.1:8545"],  # not read: the registry client is given
+                "registry": deployment.registry,
+                "confirmations": 0,
+            }
+        ),
         [RegistryClient(w3, deployment.registry)],
         store,
         BundleSource(session, None),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chain.cli import DEFAULT_WAIT_S, DEPLOYMENT_ENV, RPC_URL_ENV, register
-from gateway.chain.keys import PRIVATE_KEY_ENV
+from gateway.gov.cli import DEFAULT_WAIT_S, register
+from gateway.gov.environment import DEPLOYMENT_ENV, PRIVATE_KEY_ENV, RPC_URL_ENV
 
 
 @pytest.fixture

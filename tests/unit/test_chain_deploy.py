@@ -8,9 +8,9 @@ import pytest
 from web3 import Web3
 
 from gateway.chain.artifacts import CONTRACT_NAMES, load_artifact
-from gateway.chain.deploy import Deployment, GovernanceParams
-from gateway.chain.tokens import format_tokens
 from gateway.exceptions import ConfigError
+from gateway.gov.deploy import Deployment, GovernanceParams
+from gateway.gov.tokens import format_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDRESS = Web3.to_checksum_address("0x" + "12" * 20)

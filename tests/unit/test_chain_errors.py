@@ -12,17 +12,13 @@ from eth_utils.crypto import keccak
 from web3.exceptions import ContractCustomError
 
 from gateway.chain.digests import from_bytes32, to_bytes32
-from gateway.chain.embedded import EmbeddedChain
-from gateway.chain.errors import (
-    check_chain_id,
-    defeated_reason,
-    describe_revert,
-    parse_address,
-    require_contract,
-)
-from gateway.chain.keys import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV, load_account
+from gateway.chain.errors import check_chain_id, parse_address, require_contract
 from gateway.chain.rpc import connect
 from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.environment import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV
+from gateway.gov.errors import defeated_reason, describe_revert
+from gateway.gov.keys import load_account
+from tests.embedded_chain import EmbeddedChain
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 KEY = "0x" + "11" * 32

@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 
 from gateway.chain.artifacts import load_artifact
-from gateway.chain.demo import EMBEDDED_PARAMS, ratify_embedded
-from gateway.chain.deploy import Deployment, deploy_governance
 from gateway.chain.digests import to_bytes32
-from gateway.chain.embedded import EmbeddedChain
-from gateway.chain.governance import Governance, Proposal, ProposalState, Support
 from gateway.chain.registry import RegistryClient
-from gateway.chain.tokens import TOKEN_UNIT
-from gateway.chain.transactions import Sender
 from gateway.exceptions import ChainError
+from gateway.gov.deploy import Deployment, deploy_governance
+from gateway.gov.governance import Governance, Proposal, ProposalState, Support
+from gateway.gov.tokens import TOKEN_UNIT
+from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
+from tests.embedded_chain import FAST_RULES, EmbeddedChain, ratify_embedded
 
 # Votes of each account after distribution (the supply is 1,000,000; quorum is 4%).
 DEPLOYER, ALICE, BOB, CAROL, NOBODY = range(5)
@@ -50,7 +49,7 @@ def make_bundle(root: Path, name: str) -> Path:
 def deployed() -> tuple[EmbeddedChain, Deployment, object]:
     """One deployment per module, tokens distributed and delegated; tests revert to it."""
     chain = EmbeddedChain()
-    deployment = deploy_governance(chain.sender(DEPLOYER), EMBEDDED_PARAMS)
+    deployment = deploy_governance(chain.sender(DEPLOYER), FAST_RULES)
     token = chain.w3.eth.contract(address=deployment.token, abi=load_artifact("AgoraToken").abi)
     for who, amount in HOLDINGS.items():
         chain.sender(DEPLOYER).send(

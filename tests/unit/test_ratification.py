@@ -1,4 +1,4 @@
-"""The watcher against the embedded chain: only ratified, verified bundles are activated."""
+"""The watcher against eth-tester chains: only ratified, verified bundles are activated."""
 
 from __future__ import annotations
 
@@ -21,24 +21,25 @@ from web3 import HTTPProvider, Web3
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
-from gateway.chain.demo import ratify_embedded, start_embedded_governance
 from gateway.chain.digests import to_bytes32
-from gateway.chain.embedded import EmbeddedChain
-from gateway.chain.governance import Governance as Community
-from gateway.chain.governance import Support
 from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc import connect
 from gateway.config import Governance, Settings, load_settings
 from gateway.exceptions import ChainError, ConfigError
-from gateway.governance import start_watcher
+from gateway.gov.governance import Governance as Community
+from gateway.gov.governance import Support
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.bundle import Bundle, digest_of_files
+from gateway.pinning.nodes import start_watcher
 from gateway.pinning.source import BundleSource
 from gateway.pinning.store import PolicyStore
 from gateway.pinning.watcher import RatificationWatcher
+from tests.embedded_chain import EmbeddedChain, ratify_embedded, start_embedded_governance
 
 ROOT = Path(__file__).resolve().parents[2]
+NODE_URL = "http://127.0.0.1:8545"
+"""The configuration names a node; the watchers here read the embedded chains they are given."""
 
 
 def copy_policy(tmp_path: Path, name: str, extra: str = "") -> Path:
@@ -65,7 +66,9 @@ def watcher_for(
 ) -> RatificationWatcher:
     nodes = [nodes] if isinstance(nodes, Web3) else list(nodes)
     return RatificationWatcher(
-        Governance.model_validate({"chain": "embedded", "confirmations": 0, **config}),
+        Governance.model_validate(
+            {"rpc_urls": [NODE_URL], "registry": registry, "confirmations": 0, **config}
+        ),
         [RegistryClient(w3, registry) for w3 in nodes],
         store,
         BundleSource(session, None),
@@ -225,7 +228,9 @@ async def test_an_unexpected_failure_fetching_a_bundle_is_reported(
     w3, deployment, _ = start_embedded_governance(first, first.as_uri())
     metrics = GatewayMetrics()
     watcher = RatificationWatcher(
-        Governance(confirmations=0),
+        Governance.model_validate(
+            {"rpc_urls": [NODE_URL], "registry": deployment.registry, "confirmations": 0}
+        ),
         [RegistryClient(w3, deployment.registry)],
         PolicyStore(),
         ExplodingSource(session, None),
@@ -334,8 +339,8 @@ async def test_nodes_that_disagree_activate_nothing_and_are_named(
     assert store.active is not None and store.active.digest == one.digest
     assert watcher.state is State.WARN
     assert watcher.detail.startswith("chain answers refused: nodes disagree at block")
-    assert f"node 1 (embedded) says version 2 {two.digest}" in watcher.detail
-    assert f"node 2 (embedded) says version 2 {evil}" in watcher.detail
+    assert f"node 1 (in-process) says version 2 {two.digest}" in watcher.detail
+    assert f"node 2 (in-process) says version 2 {evil}" in watcher.detail
     assert watcher.stale  # a refused reading is not a successful sync
 
 
@@ -353,7 +358,7 @@ async def test_a_node_on_another_chain_blocks_activation(
     assert await watcher.sync_once() is None
     assert store.active is None and watcher.state is State.ERROR
     assert "nodes are on different chains" in watcher.detail
-    assert "node 2 (embedded) chain id 5" in watcher.detail
+    assert "node 2 (in-process) chain id 5" in watcher.detail
 
     pinned = watcher_for(w3, deployment.registry, store, session, chain_id=1)
     assert await pinned.sync_once() is None
@@ -378,7 +383,7 @@ async def test_a_node_cannot_move_the_version_beyond_what_the_registry_lists(
     assert await watcher.sync_once() is None
     assert store.active is None
     assert watcher.state is State.ERROR
-    assert "chain answers refused: embedded is not believed" in watcher.detail
+    assert "chain answers refused: in-process is not believed" in watcher.detail
     assert message in watcher.detail
 
 
@@ -451,7 +456,7 @@ async def test_secrets_in_rpc_urls_never_show(
     )
     metrics = GatewayMetrics()
     caplog.set_level(logging.DEBUG)
-    watcher, _ = await start_watcher(settings, PolicyStore(), session, metrics)
+    watcher = await start_watcher(settings, PolicyStore(), session, metrics)
     try:
         await watcher.sync_once()
         detail = watcher.detail

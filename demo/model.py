@@ -1,10 +1,9 @@
-"""A stand-in model server that speaks the OpenAI protocol, for the quickstart and the tests.
+"""A stand-in model server that speaks the OpenAI protocol, for the quickstart.
 
-No model weights can run here, so answers are deterministic echoes; the
-protocol is real: chat and text completions (with Server-Sent Events
-streaming), embeddings, responses and the model list. Test-only faults are
-asked for with the ``X-Demo-Fault`` header: ``cut`` (the stream breaks mid-way),
-``status-500``, ``slow`` (the first byte comes after ``X-Demo-Delay-Ms``).
+No model weights run here, so answers are deterministic echoes; the protocol
+is real: chat and text completions (with Server-Sent Events streaming, a word
+at a time), embeddings, responses and the model list. The integration tests
+wrap it with fault injection of their own (``tests/stand_in_model.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,21 +24,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MODELS = ("demo-small", "demo-large", "demo-embed")
-"""Listed models; any other ``demo-*`` name is also served (tests route some of them specially)."""
+"""Listed models; any other ``demo-*`` name is also served."""
 EMBEDDING_DIMENSIONS = 16
-_TOKEN_DELAY_S = 0.02
-
-
-class _Stats:
-    """Counters the tests read at ``/_demo/stats``: what reached the model, what ended early."""
-
-    requests = 0
-    streams_open = 0
-    streams_closed_early = 0
-
-
-class _CutStream(Exception):
-    """Raised inside a stream to break the connection mid-response (fault injection)."""
+TOKEN_DELAY_S = 0.02
+"""Pause between streamed words: slow enough to see an answer arrive word by word."""
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
@@ -82,7 +71,6 @@ def _usage(prompt: str, answer: str) -> dict[str, int]:
 
 
 async def _body(request: Request) -> dict[str, Any] | JSONResponse:
-    _Stats.requests += 1
     try:
         body = json.loads(await request.body())
     except ValueError:
@@ -95,56 +83,29 @@ async def _body(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
-async def _apply_faults(request: Request) -> JSONResponse | None:
-    fault = request.headers.get("x-demo-fault", "")
-    delay_ms = int(request.headers.get("x-demo-delay-ms", "0") or 0)
-    if fault == "slow" and delay_ms:
-        await asyncio.sleep(delay_ms / 1000)
-    if fault == "status-500":
-        return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}}, 500)
-    return None
+async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
-def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async def events() -> AsyncIterator[bytes]:
-        _Stats.streams_open += 1
-        finished = False
-        try:
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
-            yield b"data: [DONE]\n\n"
-            finished = True
-        finally:
-            _Stats.streams_open -= 1
-            if not finished:
-                _Stats.streams_closed_early += 1
-
-    return events()
-
-
-async def _tokens(answer: str, request: Request) -> AsyncIterator[tuple[int, str]]:
-    delay_s = int(request.headers.get("x-demo-delay-ms", "0") or 0) / 1000 or _TOKEN_DELAY_S
-    words = answer.split(" ")
-    for index, word in enumerate(words):
-        if request.headers.get("x-demo-fault") == "cut" and index == len(words) // 2:
-            raise _CutStream("injected cut")
+async def _tokens(answer: str, delay_s: float) -> AsyncIterator[tuple[int, str]]:
+    for index, word in enumerate(answer.split(" ")):
         yield index, word if index == 0 else " " + word
         await asyncio.sleep(delay_s)
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request, token_delay_s: float) -> Response:
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
-    if (failure := await _apply_faults(request)) is not None:
-        return failure
     prompt = _text_of([m.get("content") for m in body.get("messages", []) if isinstance(m, dict)])
     answer = _reply(body["model"], prompt)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.get("stream"):
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
-            async for index, piece in _tokens(answer, request):
+            async for index, piece in _tokens(answer, token_delay_s):
                 delta = (
                     {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
                 )
@@ -178,12 +139,10 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
-async def completions(request: Request) -> Response:
+async def completions(request: Request, token_delay_s: float) -> Response:
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
-    if (failure := await _apply_faults(request)) is not None:
-        return failure
     prompt = _text_of(body.get("prompt", ""))
     answer = _reply(body["model"], prompt)
     ident, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -195,7 +154,7 @@ async def completions(request: Request) -> Response:
     if body.get("stream"):
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
-            async for _, piece in _tokens(answer, request):
+            async for _, piece in _tokens(answer, token_delay_s):
                 yield {**base, "choices": [choice(piece, None)]}
             yield {**base, "choices": [choice("", "stop")]}
 
@@ -276,23 +235,21 @@ async def list_models(request: Request) -> Response:
     )
 
 
-async def stats(request: Request) -> Response:
-    return JSONResponse(
-        {
-            "requests": _Stats.requests,
-            "streams_open": _Stats.streams_open,
-            "streams_closed_early": _Stats.streams_closed_early,
-        }
-    )
-
-
-def create_demo_app() -> Starlette:
+def create_demo_app(token_delay_s: float = TOKEN_DELAY_S) -> Starlette:
+    """The stand-in model; streamed answers pause ``token_delay_s`` after each word."""
     return Starlette(
         routes=[
-            Route("/_demo/stats", stats),
             Route("/v1/models", list_models),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/completions", completions, methods=["POST"]),
+            Route(
+                "/v1/chat/completions",
+                partial(chat_completions, token_delay_s=token_delay_s),
+                methods=["POST"],
+            ),
+            Route(
+                "/v1/completions",
+                partial(completions, token_delay_s=token_delay_s),
+                methods=["POST"],
+            ),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/responses", responses, methods=["POST"]),
         ]

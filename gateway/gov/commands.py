@@ -17,21 +17,22 @@ from typing import Literal
 
 from web3 import Web3
 
-from gateway.chain.cli import DEPLOYMENT_ENV, RPC_URL_ENV
-from gateway.chain.deploy import (
+from gateway.chain.errors import parse_address
+from gateway.chain.registry import Ratification
+from gateway.chain.rpc import connect
+from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.deploy import (
     Deployment,
     GovernanceParams,
     delegate_votes,
     deploy_governance,
 )
-from gateway.chain.errors import chain_errors, parse_address
-from gateway.chain.governance import OPEN_STATES, Governance, ProposalState, Support
-from gateway.chain.keys import load_account
-from gateway.chain.registry import Ratification
-from gateway.chain.rpc import connect
-from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
-from gateway.chain.transactions import Sender
-from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.environment import DEPLOYMENT_ENV, RPC_URL_ENV
+from gateway.gov.errors import gov_errors
+from gateway.gov.governance import OPEN_STATES, Governance, ProposalState, Support
+from gateway.gov.keys import load_account
+from gateway.gov.tokens import TOKEN_SYMBOL, format_tokens
+from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
 
 
@@ -142,7 +143,7 @@ def execute(args: Namespace) -> int:
 def status(args: Namespace) -> int:
     w3, governance = _governance(args)
     current = governance.registry.current()
-    with chain_errors("reading the chain head"):
+    with gov_errors("reading the chain head"):
         head, chain_id = int(w3.eth.block_number), int(w3.eth.chain_id)
     rows = []
     for proposal in governance.proposals():

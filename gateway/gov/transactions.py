@@ -17,8 +17,8 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.types import TxParams, TxReceipt
 
 from gateway.chain.artifacts import Artifact
-from gateway.chain.errors import chain_errors
 from gateway.exceptions import ChainError
+from gateway.gov.errors import gov_errors
 
 DEFAULT_RECEIPT_TIMEOUT_S = 120.0
 
@@ -46,7 +46,7 @@ class Sender:
 
     def send(self, call: ContractFunction | ContractConstructor, action: str) -> TxReceipt:
         """Simulate, sign, send and await ``call``; ``ChainError`` naming ``action`` on failure."""
-        with chain_errors(action):
+        with gov_errors(action):
             tx = self._base_tx()
             if self.gas_limit is None:
                 tx = call.build_transaction(tx)

@@ -2,8 +2,8 @@
 
 Only the argument parsing lives here, so that building the ``agora`` parser stays
 fast; the handlers (and web3) load when a ``gov`` command runs
-(:mod:`gateway.chain.commands`). Keys are read from ``AGORA_GOV_PRIVATE_KEY`` or
-a ``--keystore`` file, never from the command line.
+(:mod:`gateway.gov.commands`, which never imports this module). Keys are read
+from ``AGORA_GOV_PRIVATE_KEY`` or a ``--keystore`` file, never from the command line.
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from gateway.exceptions import AgoraError
+from gateway.gov.environment import (
+    DEPLOYMENT_ENV,
+    KEYSTORE_PASSWORD_ENV,
+    PRIVATE_KEY_ENV,
+    RPC_URL_ENV,
+)
 
 # Fail at registration, like a top-level import would, when the chain extra is
 # missing: the caller then offers `pip install 'agora-gateway[chain]'`.
@@ -21,8 +27,6 @@ for _module in ("web3", "eth_account"):
     if find_spec(_module) is None:
         raise ModuleNotFoundError(f"No module named {_module!r}", name=_module)
 
-RPC_URL_ENV = "AGORA_RPC_URL"
-DEPLOYMENT_ENV = "AGORA_GOV_DEPLOYMENT"
 DEFAULT_WAIT_S = 3600.0
 
 
@@ -61,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--keystore",
         type=Path,
         metavar="FILE",
-        help="encrypted JSON keystore; password from $AGORA_GOV_KEYSTORE_PASSWORD "
-        "(default: the hex key in $AGORA_GOV_PRIVATE_KEY)",
+        help=f"encrypted JSON keystore; password from ${KEYSTORE_PASSWORD_ENV} "
+        f"(default: the hex key in ${PRIVATE_KEY_ENV})",
     )
 
     waiting = argparse.ArgumentParser(add_help=False)
@@ -197,7 +201,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _set_handler(parser: argparse.ArgumentParser, name: str) -> None:
     def handler(args: argparse.Namespace) -> int:
-        from gateway.chain.commands import HANDLERS
+        from gateway.gov.commands import HANDLERS
 
         try:
             return HANDLERS[name](args)

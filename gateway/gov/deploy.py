@@ -17,10 +17,11 @@ from typing import Any
 from eth_typing import ChecksumAddress
 
 from gateway.chain.artifacts import load_artifact
-from gateway.chain.errors import chain_errors, parse_address
-from gateway.chain.tokens import TOKEN_UNIT
-from gateway.chain.transactions import Sender
+from gateway.chain.errors import parse_address
 from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.errors import gov_errors
+from gateway.gov.tokens import TOKEN_UNIT
+from gateway.gov.transactions import Sender
 
 ANYONE = "0x0000000000000000000000000000000000000000"
 _UINT32_MAX = 2**32 - 1
@@ -106,7 +107,7 @@ def deploy_governance(sender: Sender, params: GovernanceParams | None = None) ->
     """Deploy and wire token, timelock, governor and registry from ``sender``'s account."""
     params = params or GovernanceParams()
     w3 = sender.w3
-    with chain_errors("reading the chain before deployment"):
+    with gov_errors("reading the chain before deployment"):
         chain_id = int(w3.eth.chain_id)
         first_block = int(w3.eth.block_number) + 1
     deployer = sender.address
@@ -127,7 +128,7 @@ def deploy_governance(sender: Sender, params: GovernanceParams | None = None) ->
     registry = sender.deploy(load_artifact("PolicyRegistry"), timelock)
 
     tl = w3.eth.contract(address=timelock, abi=load_artifact("TimelockController").abi)
-    with chain_errors("reading the timelock roles"):
+    with gov_errors("reading the timelock roles"):
         proposer_role = tl.functions.PROPOSER_ROLE().call()
         canceller_role = tl.functions.CANCELLER_ROLE().call()
         admin_role = tl.functions.DEFAULT_ADMIN_ROLE().call()

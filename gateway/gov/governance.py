@@ -20,20 +20,19 @@ from web3 import Web3
 from web3.types import EventData
 
 from gateway.chain.artifacts import load_artifact
-from gateway.chain.deploy import Deployment
 from gateway.chain.digests import from_bytes32, to_bytes32
-from gateway.chain.errors import (
+from gateway.chain.errors import parse_address, require_contract
+from gateway.chain.registry import Ratification, RegistryClient
+from gateway.exceptions import ChainError
+from gateway.gov.deploy import Deployment
+from gateway.gov.errors import (
     PROPOSAL_STATES,
-    chain_errors,
     defeated_reason,
+    gov_errors,
     no_voting_power,
     not_ready_reason,
-    parse_address,
-    require_contract,
 )
-from gateway.chain.registry import Ratification, RegistryClient
-from gateway.chain.transactions import Sender
-from gateway.exceptions import ChainError
+from gateway.gov.transactions import Sender
 
 
 class Support(IntEnum):
@@ -130,9 +129,9 @@ class Governance:
         """``ChainError`` unless both contracts exist and the registry obeys this governor."""
         require_contract(self.w3, self.governor_address, "AgoraGovernor")
         self.registry.check()
-        with chain_errors(f"checking that {self.governor_address} is an AgoraGovernor"):
+        with gov_errors(f"checking that {self.governor_address} is an AgoraGovernor"):
             governor_timelock = self._governor.functions.timelock().call()
-        with chain_errors(f"checking that {self.registry.address} is a PolicyRegistry"):
+        with gov_errors(f"checking that {self.registry.address} is a PolicyRegistry"):
             registry_timelock = self._registry.functions.timelock().call()
         if governor_timelock != registry_timelock:
             raise ChainError(
@@ -144,11 +143,11 @@ class Governance:
     # -- reading
 
     def state(self, proposal_id: int) -> ProposalState:
-        with chain_errors(f"reading the state of proposal {proposal_id}"):
+        with gov_errors(f"reading the state of proposal {proposal_id}"):
             return ProposalState(self._governor.functions.state(proposal_id).call())
 
     def tally(self, proposal_id: int) -> Tally:
-        with chain_errors(f"reading the votes on proposal {proposal_id}"):
+        with gov_errors(f"reading the votes on proposal {proposal_id}"):
             against, for_, abstain = self._governor.functions.proposalVotes(proposal_id).call()
             snapshot = self._governor.functions.proposalSnapshot(proposal_id).call()
             quorum = self._governor.functions.quorum(snapshot).call()
@@ -156,18 +155,18 @@ class Governance:
 
     def eta(self, proposal_id: int) -> int:
         """Unix time from which a queued proposal can be executed (0 if not queued)."""
-        with chain_errors(f"reading the timelock ETA of proposal {proposal_id}"):
+        with gov_errors(f"reading the timelock ETA of proposal {proposal_id}"):
             return int(self._governor.functions.proposalEta(proposal_id).call())
 
     def token_address(self) -> ChecksumAddress:
         """The votes token the governor counts."""
-        with chain_errors("reading the governor's token"):
+        with gov_errors("reading the governor's token"):
             return Web3.to_checksum_address(self._governor.functions.token().call())
 
     def voting_power(self, account: str, block: int | None = None) -> int:
         """Votes delegated to ``account`` (token base units), now or at a past ``block``."""
         address = parse_address(account, "account")
-        with chain_errors(f"reading the voting power of {address}"):
+        with gov_errors(f"reading the voting power of {address}"):
             if block is not None:
                 return int(self._governor.functions.getVotes(address, block).call())
             token = self.w3.eth.contract(
@@ -177,7 +176,7 @@ class Governance:
 
     def proposals(self) -> list[Proposal]:
         """Every proposal made to this governor since ``from_block``, oldest first."""
-        with chain_errors("fetching ProposalCreated events"):
+        with gov_errors("fetching ProposalCreated events"):
             logs = self._governor.events.ProposalCreated().get_logs(from_block=self.from_block)
         return [self._proposal_from_event(log) for log in logs]
 
@@ -305,7 +304,7 @@ class Governance:
                 proposal_id, t.votes_for, t.votes_against, t.votes_abstain, t.quorum
             )
         if state in (ProposalState.PENDING, ProposalState.ACTIVE):
-            with chain_errors(f"reading the deadline of proposal {proposal_id}"):
+            with gov_errors(f"reading the deadline of proposal {proposal_id}"):
                 deadline = int(self._governor.functions.proposalDeadline(proposal_id).call())
             return (
                 f"proposal {proposal_id} cannot be {step} yet: voting is open until block "
@@ -328,15 +327,15 @@ class Governance:
         )
 
     def _snapshot(self, proposal_id: int) -> int:
-        with chain_errors(f"reading the snapshot of proposal {proposal_id}"):
+        with gov_errors(f"reading the snapshot of proposal {proposal_id}"):
             return int(self._governor.functions.proposalSnapshot(proposal_id).call())
 
     def _block_number(self) -> int:
-        with chain_errors("reading the chain head"):
+        with gov_errors("reading the chain head"):
             return int(self.w3.eth.block_number)
 
     def _latest_timestamp(self) -> int:
-        with chain_errors("reading the latest block"):
+        with gov_errors("reading the latest block"):
             return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def _proposal_from_event(self, event: EventData) -> Proposal:

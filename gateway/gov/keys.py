@@ -17,9 +17,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from gateway.exceptions import ConfigError
-
-PRIVATE_KEY_ENV = "AGORA_GOV_PRIVATE_KEY"
-KEYSTORE_PASSWORD_ENV = "AGORA_GOV_KEYSTORE_PASSWORD"
+from gateway.gov.environment import KEYSTORE_PASSWORD_ENV, PRIVATE_KEY_ENV
 
 
 def load_account(

@@ -1,14 +1,13 @@
-"""Connecting the gateway to governance: an RPC node's registry, or the embedded chain.
+"""Connecting the chain watcher to the JSON-RPC nodes it reads the registry from.
 
-The chain support (web3, eth-tester) is the ``chain`` extra; a gateway configured
-with ``governance`` but installed without it says what to install.
+The chain support (web3) is the ``chain`` extra; a gateway configured with
+``governance`` but installed without it says what to install.
 """
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -23,20 +22,7 @@ from gateway.redaction import protect_logs
 if TYPE_CHECKING:
     from web3 import Web3
 
-    from gateway.chain.deploy import Deployment
     from gateway.pinning.watcher import RatificationWatcher
-
-
-@dataclass(frozen=True)
-class EmbeddedGovernance:
-    """The in-process chain of ``governance.chain: embedded``, and where its contracts are.
-
-    Every use of ``w3`` must go through ``executor`` (one thread): eth-tester is not thread-safe.
-    """
-
-    w3: Web3
-    deployment: Deployment
-    executor: ThreadPoolExecutor
 
 
 async def start_watcher(
@@ -44,8 +30,9 @@ async def start_watcher(
     store: PolicyStore,
     http: aiohttp.ClientSession,
     metrics: GatewayMetrics,
-) -> tuple[RatificationWatcher, EmbeddedGovernance | None]:
+) -> RatificationWatcher:
     """Build and start the watcher that activates ratified versions."""
+    limit = sys.getrecursionlimit()
     try:
         from gateway.chain.registry import RegistryClient
         from gateway.pinning.watcher import RatificationWatcher
@@ -54,26 +41,23 @@ async def start_watcher(
             f"governance needs the chain extra ({exc.name} is missing): "
             "pip install 'agora-gateway[chain]'"
         ) from exc
+    finally:
+        # web3 loads py_ecc, which raises the recursion limit to 100,000 for pairing code
+        # the gateway never runs: a runaway recursion must stay a RecursionError, not a crash.
+        sys.setrecursionlimit(limit)
     config: Governance = settings.governance  # type: ignore[assignment]
     urls = [str(url) for url in config.rpc_urls]
     protect_logs(urls, loggers=("agora.ratification",))
-    # One thread per node, so that a slow node does not delay the others; the
-    # embedded chain is not thread-safe and gets exactly one.
-    executor = ThreadPoolExecutor(max(len(urls), 1), thread_name_prefix="agora-chain")
-    embedded: EmbeddedGovernance | None = None
-    if config.chain == "embedded":
-        embedded = await _start_embedded(settings, executor)
-        registries = [RegistryClient(embedded.w3, embedded.deployment.registry)]
-    else:
-        registries = [
-            RegistryClient(_rpc_web3(url, config.rpc_timeout_s), config.registry or "")
-            for url in urls
-        ]
+    # One thread per node, so that a slow node does not delay the others.
+    executor = ThreadPoolExecutor(len(urls), thread_name_prefix="agora-chain")
+    registries = [
+        RegistryClient(_rpc_web3(url, config.rpc_timeout_s), config.registry or "") for url in urls
+    ]
     watcher = RatificationWatcher(
         config, registries, store, BundleSource(http, config.bundle_dir), metrics, executor
     )
     await watcher.start()
-    return watcher, embedded
+    return watcher
 
 
 def _rpc_web3(url: str, timeout_s: float) -> Web3:
@@ -93,15 +77,3 @@ def _rpc_web3(url: str, timeout_s: float) -> Web3:
             exception_retry_configuration=None,
         )
     )
-
-
-async def _start_embedded(settings: Settings, executor: ThreadPoolExecutor) -> EmbeddedGovernance:
-    """Deploy the contracts in-process and ratify the configured bundle through a real vote."""
-    from gateway.chain.demo import start_embedded_governance
-
-    bundle = settings.policy.bundle.resolve()
-    loop = asyncio.get_running_loop()
-    w3, deployment, _ = await loop.run_in_executor(
-        executor, start_embedded_governance, bundle, bundle.as_uri()
-    )
-    return EmbeddedGovernance(w3, deployment, executor)
