@@ -363,7 +363,7 @@ async def test_a_node_on_another_chain_blocks_activation(
     pinned = watcher_for(w3, deployment.registry, store, session, chain_id=1)
     assert await pinned.sync_once() is None
     assert store.active is None
-    assert "wrong network: embedded reports chain id" in pinned.detail
+    assert "wrong network: in-process reports chain id" in pinned.detail
     assert "governance.chain_id is 1" in pinned.detail
 
 
