@@ -99,6 +99,8 @@ class ClientSpec:
     concurrency: int
     warmup_s: float
     duration_s: float
+    rate: float = 0.0
+    """Requests per second over all connections, evenly paced; 0 for a closed loop."""
 
     def request_bytes(self) -> bytes:
         body = self.body.encode()
@@ -193,9 +195,14 @@ async def run_client(spec: ClientSpec) -> dict[str, Any]:
     def in_window(t_ns: int) -> bool:
         return window["start"] != 0 and window["end"] == 0 and t_ns >= window["start"]
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         conn: _Connection | None = None
+        interval = spec.concurrency / spec.rate if spec.rate > 0 else 0.0
+        due = loop.time() + interval * index / spec.concurrency
         while not stopping:
+            if interval:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                due += interval
             if conn is None or conn.closed:
                 try:
                     _, conn = await loop.create_connection(_Connection, spec.host, spec.port)
@@ -229,7 +236,7 @@ async def run_client(spec: ClientSpec) -> dict[str, Any]:
         if conn is not None:
             conn.close()
 
-    tasks = [asyncio.create_task(worker()) for _ in range(spec.concurrency)]
+    tasks = [asyncio.create_task(worker(i)) for i in range(spec.concurrency)]
     await asyncio.sleep(spec.warmup_s)
     window["start"] = time.perf_counter_ns()
     print("START", flush=True)
