@@ -119,6 +119,8 @@ class Policy(_Strict):
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
     timeout_ms_per_mib: Annotated[int, Field(ge=0, le=60_000)] = 500
     """Added to ``timeout_ms`` per MiB of request body: OPA's work grows with its input."""
+    queue_allowance_ms: Annotated[int, Field(ge=0, le=60_000)] = 1000
+    """Wall-clock time allowed on top of OPA's budget for the gateway's own scheduling."""
     version: Annotated[int, Field(ge=0)] = 0
     """Version number reported for a locally pinned bundle (the chain assigns its own)."""
     switch_overlap_ms: Annotated[int, Field(ge=0, le=60_000)] = 2000

@@ -87,6 +87,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
                 store,
                 settings.policy.switch_overlap_ms,
                 settings.policy.timeout_ms_per_mib,
+                settings.policy.queue_allowance_ms,
             ),
             authenticator=Authenticator(settings.auth, http),
             pool=UpstreamPool(settings.upstreams, os.environ),

@@ -41,6 +41,14 @@ class PolicyEngine:
     and evaluates the whole input, so a 1 MiB body costs it 100 to 200 ms on two
     cores where a chat message costs under one. A fixed budget sized for small
     requests would refuse every large one that the body limit admits.
+
+    The budget is OPA's own handling time, as OPA reports it (``metrics``), not
+    the wall-clock time around the call: under load, the gateway's event loop
+    takes a while to send the question and to resume with the answer, and
+    counting that would turn the gateway's own busyness into fail-closed 503s
+    with OPA healthy. The wall clock is bounded too, by the budget plus
+    ``queue_allowance_ms``: an OPA that does not answer at all still fails
+    closed.
     """
 
     def __init__(
@@ -51,17 +59,19 @@ class PolicyEngine:
         store: PolicyStore,
         switch_overlap_ms: int,
         timeout_ms_per_mib: int = 0,
+        queue_allowance_ms: int = 0,
     ):
         self._client = DataApiClient(opa_url)
         self._decision_path = self._data_path(decision_path)
         self._timeout_s = timeout_ms / 1000
         self._timeout_s_per_byte = timeout_ms_per_mib / 1000 / 2**20
+        self._allowance_s = queue_allowance_ms / 1000
         self._overlap_s = switch_overlap_ms / 1000
         self._store = store
 
     @staticmethod
     def _data_path(path: str) -> str:
-        return "/v1/data/" + path.replace(".", "/").strip("/") + "?provenance=true"
+        return "/v1/data/" + path.replace(".", "/").strip("/") + "?provenance=true&metrics=true"
 
     async def start(self) -> None:
         """Nothing to open: connections to OPA are made on the first questions."""
@@ -124,11 +134,12 @@ class PolicyEngine:
     ) -> tuple[Any, str | None]:
         payload = json.dumps({"input": document or {}}, separators=(",", ":")).encode()
         request = self._client.request(path or self._decision_path, payload)
+        wait_s = timeout_s + self._allowance_s
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(wait_s):
                 status, body = await self._client.post(request)
         except TimeoutError as exc:
-            raise PolicyUnavailable(f"OPA did not answer within {timeout_s * 1000:.0f} ms") from exc
+            raise PolicyUnavailable(f"OPA did not answer within {wait_s * 1000:.0f} ms") from exc
         except DataApiError as exc:
             raise PolicyUnavailable(f"OPA is unreachable: {exc}") from exc
         if status != 200:
@@ -139,7 +150,20 @@ class PolicyEngine:
             raise PolicyUnavailable(f"OPA's answer is not JSON: {exc}") from exc
         if not isinstance(response, dict):
             raise PolicyUnavailable("OPA's answer is not a JSON object")
+        handled_ns = _handling_time_ns(response)
+        if handled_ns is None or handled_ns > timeout_s * 1e9:
+            shown = "an unknown time" if handled_ns is None else f"{handled_ns / 1e6:.0f} ms"
+            raise PolicyUnavailable(
+                f"OPA took {shown} to decide, over its budget of {timeout_s * 1000:.0f} ms"
+            )
         return response.get("result"), _revision_of(response)
+
+
+def _handling_time_ns(response: dict[str, Any]) -> int | None:
+    """How long OPA's HTTP handler took for this question (``?metrics=true``)."""
+    metrics = response.get("metrics")
+    handled = metrics.get("timer_server_handler_ns") if isinstance(metrics, dict) else None
+    return handled if isinstance(handled, int) and not isinstance(handled, bool) else None
 
 
 def _revision_of(response: dict[str, Any]) -> str | None:

@@ -38,12 +38,13 @@ def bundle(rule: str) -> Bundle:
     return Bundle({".manifest": b"{}", "agora/main.rego": rule.encode()}, "test")
 
 
-def answer(result: Any, *revisions: str) -> dict[str, Any]:
-    """A Data API answer with ``provenance=true``, as OPA writes it."""
+def answer(result: Any, *revisions: str, handled_ms: float = 0.5) -> dict[str, Any]:
+    """A Data API answer with ``provenance=true&metrics=true``, as OPA writes it."""
     bundles = {f"bundle{i}": {"revision": revision} for i, revision in enumerate(revisions)}
     return {
         "result": result,
         "provenance": {"version": "1.22.2", "build_commit": "x", "bundles": bundles},
+        "metrics": {"timer_server_handler_ns": int(handled_ms * 1e6)},
     }
 
 
@@ -56,6 +57,7 @@ class FakeOpa:
 
     async def data(self, request: web.Request) -> web.Response:
         assert request.query.get("provenance") == "true"
+        assert request.query.get("metrics") == "true"
         document = (await request.json())["input"]
         self.asked.append((document.get("policy") or {}).get("version"))
         return web.json_response(self.answers.pop(0))
@@ -160,11 +162,18 @@ async def test_only_the_version_just_superseded_overlaps(engine_for: EngineFor) 
     "response",
     [
         pytest.param(answer({"allow": True}, "v9+sha256:forged"), id="unknown-revision"),
-        pytest.param({"result": {"allow": True}}, id="no-provenance"),
+        pytest.param(
+            {"result": {"allow": True}, "metrics": {"timer_server_handler_ns": 1}},
+            id="no-provenance",
+        ),
         pytest.param(answer({"allow": True}), id="no-bundle"),
         pytest.param(answer({"allow": True}, "v2+sha256:x", "v2+sha256:x"), id="two-bundles"),
         pytest.param(
-            {"result": {"allow": True}, "provenance": {"bundles": {"agora": {"revision": 2}}}},
+            {
+                "result": {"allow": True},
+                "provenance": {"bundles": {"agora": {"revision": 2}}},
+                "metrics": {"timer_server_handler_ns": 1},
+            },
             id="revision-not-a-string",
         ),
     ],
@@ -175,6 +184,20 @@ async def test_an_answer_without_one_verified_revision_fails_closed(
     store, _, _ = two_versions()
     engine, _ = await engine_for(store, response)
     with pytest.raises(PolicyUnavailable, match="unverified"):
+        await engine.decide(FACTS, ANONYMOUS)
+
+
+async def test_the_budget_is_what_opa_took_not_the_gateways_own_wait(
+    engine_for: EngineFor,
+) -> None:
+    store, _, v2 = two_versions()
+    slow = answer({"allow": True, "reasons": []}, v2, handled_ms=1500)
+    engine, _ = await engine_for(store, slow)
+    with pytest.raises(PolicyUnavailable, match="OPA took 1500 ms to decide, over its budget"):
+        await engine.decide(FACTS, ANONYMOUS)
+    unmeasured = {k: v for k, v in answer({"allow": True}, v2).items() if k != "metrics"}
+    engine, _ = await engine_for(store, unmeasured)
+    with pytest.raises(PolicyUnavailable, match="OPA took an unknown time"):
         await engine.decide(FACTS, ANONYMOUS)
 
 
