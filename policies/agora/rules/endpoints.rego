@@ -4,7 +4,10 @@ package agora.rules
 # API (api "other", any unknown value, or "models" with a method other than
 # GET) are refused unless their path matches a glob in
 # data other_endpoints.allowed_paths (default: none).
-allowed_other_paths := list_at(object_at(cfg, "other_endpoints"), "allowed_paths")
+allowed_other_paths := p if {
+	p := data.agora.config.other_endpoints.allowed_paths
+	is_array(p)
+} else := []
 
 violation contains msg if {
 	not api in model_apis

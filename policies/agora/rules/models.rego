@@ -5,13 +5,20 @@ package agora.rules
 #   authenticated  models any authenticated caller may use
 #   groups         {pattern: [group, ...]}: models reserved to groups
 # A model that matches no entry at all is refused to everybody.
-models_cfg := object_at(cfg, "models")
+anonymous_models := m if {
+	m := data.agora.config.models.anonymous
+	is_array(m)
+} else := []
 
-anonymous_models := list_at(models_cfg, "anonymous")
+authenticated_models := m if {
+	m := data.agora.config.models.authenticated
+	is_array(m)
+} else := []
 
-authenticated_models := list_at(models_cfg, "authenticated")
-
-model_groups := object_at(models_cfg, "groups")
+model_groups := m if {
+	m := data.agora.config.models.groups
+	is_object(m)
+} else := {}
 
 # Model rules apply to the model APIs, and to any other request naming a model.
 default model_judged := false

@@ -7,33 +7,12 @@
 #   runtime error or an undefined decision.
 package agora.rules
 
-# The whole input; {} when there is none or it is not an object.
-default req := {}
-
-req := input if is_object(input)
-
-# data.agora.config (policies/agora/config/data.json); {} when absent.
-default cfg := {}
-
-cfg := data.agora.config if is_object(data.agora.config)
-
-# object_at(o, key) is o[key] when that is an object, {} otherwise.
-object_at(o, key) := v if {
-	v := object.get(o, key, null)
-	is_object(v)
-} else := {}
-
-# list_at(o, key) is o[key] when that is an array, [] otherwise.
-list_at(o, key) := v if {
-	v := object.get(o, key, null)
-	is_array(v)
-} else := []
-
-# string_at(o, key, fallback) is o[key] when that is a string, fallback otherwise.
-string_at(o, key, fallback) := v if {
-	v := object.get(o, key, null)
-	is_string(v)
-} else := fallback
+# The views read the input and the configuration through references to the
+# fields they need (input.body, data.agora.config.models, ...), never through
+# a whole document: a reference costs only the field it reaches, while handing
+# `input` or `data.agora.config` to a built-in converts all of it on every
+# decision. A reference into a JSON value that is not an object (or into a
+# missing field) is undefined, which gives the view its default.
 
 # matches_any(patterns, name): name matches one of the glob patterns.
 # Globs have no delimiters: `*` matches any run of characters, `/` included.
@@ -43,30 +22,33 @@ matches_any(patterns, name) if {
 	glob.match(p, null, name)
 }
 
-body := object_at(req, "body")
-
-request := object_at(req, "request")
-
-caller := object_at(req, "caller")
-
-claims := object_at(caller, "claims")
-
 # One of chat.completions, completions, embeddings, models, responses, other.
 # Anything else (or nothing) is handled as "other".
-api := string_at(req, "api", "other")
+api := a if {
+	a := input.api
+	is_string(a)
+} else := "other"
 
 # The model the request names: input.model, else body.model, else null.
 model := m if {
-	m := string_at(req, "model", "")
+	m := input.model
+	is_string(m)
 	m != ""
 } else := m if {
-	m := string_at(body, "model", "")
+	m := input.body.model
+	is_string(m)
 	m != ""
 } else := null
 
-method := string_at(request, "method", "")
+method := m if {
+	m := input.request.method
+	is_string(m)
+} else := ""
 
-path := string_at(request, "path", "")
+path := p if {
+	p := input.request.path
+	is_string(p)
+} else := ""
 
 endpoint := e if {
 	e := trim_space(concat(" ", [method, shown(path)]))
@@ -81,32 +63,35 @@ shown(s) := sprintf("%s...", [substring(s, 0, 80)]) if {
 # Only `caller.authenticated == true` counts; anything else is anonymous.
 default authenticated := false
 
-authenticated if object.get(caller, "authenticated", false) == true
+authenticated if input.caller.authenticated == true
 
 # The caller's groups, from the JWT claim named by data `groups_claim`
 # (default "groups"): a list of strings, or one string, or nothing.
-groups_claim := string_at(cfg, "groups_claim", "groups")
+groups_claim := c if {
+	c := data.agora.config.groups_claim
+	is_string(c)
+} else := "groups"
 
 default groups := set()
 
 groups := {g | some g in claim; is_string(g)} if {
 	authenticated
-	claim := object.get(claims, groups_claim, null)
+	claim := input.caller.claims[groups_claim]
 	is_array(claim)
 }
 
 groups := {claim} if {
 	authenticated
-	claim := object.get(claims, groups_claim, null)
+	claim := input.caller.claims[groups_claim]
 	is_string(claim)
 }
 
 # Whether the caller asked for a streamed response.
 default streaming := false
 
-streaming if object.get(req, "stream", false) == true
+streaming if input.stream == true
 
-streaming if object.get(body, "stream", false) == true
+streaming if input.body.stream == true
 
 # The APIs that act on a model and are judged by every rule.
 model_apis := {"chat.completions", "completions", "embeddings", "responses"}

@@ -5,5 +5,5 @@ package agora.rules
 violation contains "streaming is not available to anonymous callers" if {
 	streaming
 	not authenticated
-	object.get(object_at(cfg, "streaming"), "anonymous", true) == false
+	data.agora.config.streaming.anonymous == false
 }

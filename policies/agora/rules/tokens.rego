@@ -5,9 +5,10 @@ package agora.rules
 #   authenticated  cap for authenticated callers in no capped group
 #   groups         {group: cap}: overrides the authenticated cap; a caller in
 #                  several capped groups gets the highest (null wins: no cap)
-tokens_cfg := object_at(cfg, "max_tokens")
-
-group_caps := object_at(tokens_cfg, "groups")
+group_caps := c if {
+	c := data.agora.config.max_tokens.groups
+	is_object(c)
+} else := {}
 
 # The request fields that ask for output tokens, across the APIs.
 token_fields := ["max_tokens", "max_completion_tokens", "max_output_tokens"]
@@ -17,7 +18,7 @@ caller_group_caps := [c | some g in groups; c := group_caps[g]]
 numeric_group_caps := [c | some c in caller_group_caps; is_number(c)]
 
 anonymous_cap := c if {
-	c := object.get(tokens_cfg, "anonymous", null)
+	c := data.agora.config.max_tokens.anonymous
 	is_number(c)
 } else := null
 
@@ -27,7 +28,7 @@ authenticated_cap := null if {
 } else := max(numeric_group_caps) if {
 	count(numeric_group_caps) > 0
 } else := c if {
-	c := object.get(tokens_cfg, "authenticated", null)
+	c := data.agora.config.max_tokens.authenticated
 	is_number(c)
 } else := null
 
@@ -50,7 +51,7 @@ positive_integer(v) if {
 # integer, and at most the caller's cap.
 violation contains msg if {
 	some field in token_fields
-	v := object.get(body, field, null)
+	v := input.body[field]
 	v != null
 	not positive_integer(v)
 	msg := sprintf("%s must be a positive integer", [field])
@@ -59,7 +60,7 @@ violation contains msg if {
 violation contains msg if {
 	is_number(token_cap)
 	some field in token_fields
-	v := object.get(body, field, null)
+	v := input.body[field]
 	positive_integer(v)
 	v > token_cap
 	msg := sprintf("%s %v exceeds the cap of %v tokens for this caller", [field, v, token_cap])
@@ -71,11 +72,13 @@ violation contains msg if {
 # generated server-side) must be positive integers, at most max_choices.
 choice_fields := ["n", "best_of"]
 
-max_choices := object.get(cfg, "max_choices", null)
+default max_choices := null
+
+max_choices := data.agora.config.max_choices
 
 violation contains msg if {
 	some field in choice_fields
-	v := object.get(body, field, null)
+	v := input.body[field]
 	v != null
 	not positive_integer(v)
 	msg := sprintf("%s must be a positive integer", [field])
@@ -84,7 +87,7 @@ violation contains msg if {
 violation contains msg if {
 	positive_integer(max_choices)
 	some field in choice_fields
-	v := object.get(body, field, null)
+	v := input.body[field]
 	positive_integer(v)
 	v > max_choices
 	msg := sprintf("%s %v exceeds the cap of %v choices", [field, v, max_choices])
