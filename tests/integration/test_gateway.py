@@ -301,7 +301,7 @@ def test_health_and_readiness(gateway: RunningGateway) -> None:
 def test_bundle_service_serves_the_verified_revision_with_long_polling(
     gateway: RunningGateway,
 ) -> None:
-    # Remote clients are refused (tests/unit/test_pinning.py); this client is on loopback.
+    # Remote clients are refused (tests/unit/pinning/test_store.py); this client is on loopback.
     with httpx.Client(base_url=gateway.bundle_url, timeout=10) as client:
         response = client.get("/_agora/bundles/active.tar.gz")
         etag = response.headers["etag"]

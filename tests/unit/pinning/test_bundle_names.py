@@ -30,7 +30,7 @@ from gateway.pinning.store import PolicyStore
 from gateway.pinning.watcher import RatificationWatcher
 from tests.embedded_chain import start_embedded_governance
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODELS = "agora/rules/models.rego"
 BEFORE_MODELS = "agora/rules/endpoints.rego"  # the file listed just before it
 

@@ -37,7 +37,7 @@ from gateway.pinning.store import PolicyStore
 from gateway.pinning.watcher import RatificationWatcher
 from tests.embedded_chain import EmbeddedChain, ratify_embedded, start_embedded_governance
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NODE_URL = "http://127.0.0.1:8545"
 """The configuration names a node; the watchers here read the embedded chains they are given."""
 

@@ -21,7 +21,7 @@ from gateway.decisionlog import (
     seal,
 )
 from gateway.decisionlog.record import parse_line
-from tests.unit.decision_samples import (
+from tests.unit.decisionlog.samples import (
     decision,
     input_document,
     legacy_fields,

@@ -18,7 +18,7 @@ from gateway.exceptions import BundleError
 from gateway.pinning.bundle import BundleLimits, build_archive, load_bundle, load_bundle_bytes
 from gateway.pinning.source import BundleSource, BundleUnavailable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_bundle(root: Path) -> Path:

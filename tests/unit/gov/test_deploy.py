@@ -12,7 +12,7 @@ from gateway.exceptions import ConfigError
 from gateway.gov.deploy import Deployment, GovernanceParams
 from gateway.gov.tokens import format_tokens
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ADDRESS = Web3.to_checksum_address("0x" + "12" * 20)
 
 

@@ -28,8 +28,8 @@ from gateway.decisionlog import writer as writer_module
 from gateway.decisionlog.files import rotated_files
 from gateway.exceptions import ConfigError
 from gateway.lifecycle import State
-from tests.unit.decision_samples import decision as sample
-from tests.unit.decision_samples import refusal
+from tests.unit.decisionlog.samples import decision as sample
+from tests.unit.decisionlog.samples import refusal
 
 ENV = {"AGORA_TEST_CALLER_KEY": "k" * 32}
 

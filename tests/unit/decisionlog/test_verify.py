@@ -12,7 +12,7 @@ import pytest
 
 from gateway.decisionlog import ChainBroken, DecisionEntry, Tally, build_record, seal, stats, verify
 from gateway.decisionlog.cli import register
-from tests.unit.decision_samples import decision, legacy_fields, outcome_of, refusal
+from tests.unit.decisionlog.samples import decision, legacy_fields, outcome_of, refusal
 
 
 def chain(decisions: list[DecisionEntry | dict[str, object]]) -> list[bytes]:
