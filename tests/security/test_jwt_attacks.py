@@ -31,9 +31,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import NameOID
 
-from gateway.auth import MAX_JWKS_BYTES, MAX_JWKS_KEYS, Authenticator, parse_jwks
+from gateway.auth import Authenticator
 from gateway.config import Auth
 from gateway.exceptions import AuthError
+from gateway.jwks import MAX_JWKS_BYTES, MAX_JWKS_KEYS, parse_jwks
 from tests.integration.conftest import DemoModel, RunningGateway, StartGateway
 from tests.security.jwks_server import (
     JwksServer,
