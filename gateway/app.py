@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from gateway.endpoints import healthz, metrics, public_readyz, readyz, transpare
 from gateway.enforcement import enforce
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.service import BUNDLE_RESOURCE, bundle_endpoint
+from gateway.responses import decision_headers
 from gateway.runtime import running
 from gateway.serving.admission import AdmissionControl
 
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> GatewayApps:
         max_queued=settings.limits.max_queued,
         queue_timeout_s=settings.limits.queue_timeout_ms / 1000,
         on_shed=lambda reason: metrics_.shed.labels(reason).inc(),
+        shed_headers=lambda: _shed_headers(apps.public),
     )
     metrics_.in_flight.set_function(lambda: admission.in_flight)
     metrics_.queued.set_function(lambda: admission.queued)
@@ -73,6 +76,15 @@ def create_app(settings: Settings) -> GatewayApps:
         metrics=metrics_,
     )
     return apps
+
+
+def _shed_headers(public: Starlette) -> dict[str, str]:
+    """A shed request is answered under the policy in force, like every other one."""
+    gateway = getattr(public.state, "gateway", None)
+    active = gateway.store.active if gateway is not None else None
+    return decision_headers(
+        str(uuid.uuid4()), active.version if active else None, active.digest if active else None
+    )
 
 
 __all__ = ["GatewayApps", "create_app"]

@@ -40,15 +40,12 @@ from gateway.policy.obligations import apply_obligations
 from gateway.request.body import JsonBody, parse_json_body
 from gateway.request.deadlines import read_within
 from gateway.request.target import MODEL_NAME, canonical_target, classify_api, model_in_path
-from gateway.responses import answer_for, error_for
+from gateway.responses import answer_for, decision_headers, error_for
 from gateway.runtime import Gateway
 from gateway.upstream.pool import Client, ProxyResponse, StreamOutcome
 
 logger = logging.getLogger("agora.gateway")
 
-DECISION_ID = "X-Agora-Decision-Id"
-POLICY_VERSION = "X-Agora-Policy-Version"
-POLICY_DIGEST = "X-Agora-Policy-Digest"
 
 _JSON_APIS = frozenset({"chat.completions", "completions", "embeddings", "responses"})
 _MODEL_REQUIRED = frozenset({"chat.completions", "completions", "embeddings"})
@@ -61,7 +58,7 @@ async def enforce(request: Request) -> Response:
     started = time.perf_counter_ns()
     decision_id = str(uuid.uuid4())
     active = gateway.store.active
-    headers = _agora_headers(
+    headers = decision_headers(
         decision_id, active.version if active else None, active.digest if active else None
     )
     limits = gateway.settings.limits
@@ -139,7 +136,7 @@ async def enforce(request: Request) -> Response:
         outcome.decision = decision
         outcome.input_document = input_document
         headers.update(
-            _agora_headers(decision_id, decision.version.version, decision.version.digest)
+            decision_headers(decision_id, decision.version.version, decision.version.digest)
         )
 
         # 4. Refuse what policy denies, or allows only under an obligation that cannot be met.
@@ -200,14 +197,6 @@ async def enforce(request: Request) -> Response:
         return ProxyResponse(  # type: ignore[return-value]
             upstream_response, headers, forward_started, finished, upstream.timeout.total
         )
-
-
-def _agora_headers(decision_id: str, version: int | None, digest: str | None) -> dict[str, str]:
-    return {
-        DECISION_ID: decision_id,
-        POLICY_VERSION: "none" if version is None else str(version),
-        POLICY_DIGEST: digest or "none",
-    }
 
 
 def _client(request: Request) -> Client | None:

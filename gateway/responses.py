@@ -30,6 +30,19 @@ from gateway.exceptions import (
     UpstreamTimeout,
 )
 
+DECISION_ID = "X-Agora-Decision-Id"
+POLICY_VERSION = "X-Agora-Policy-Version"
+POLICY_DIGEST = "X-Agora-Policy-Digest"
+
+
+def decision_headers(decision_id: str, version: int | None, digest: str | None) -> dict[str, str]:
+    """The headers every response of the gateway carries: which decision, under which policy."""
+    return {
+        DECISION_ID: decision_id,
+        POLICY_VERSION: "none" if version is None else str(version),
+        POLICY_DIGEST: digest or "none",
+    }
+
 
 class Answer(NamedTuple):
     status: int

@@ -32,7 +32,8 @@ QUEUE_TIMEOUT = "queue_timeout"
 class AdmissionControl:
     """ASGI middleware: at most ``max_concurrent`` requests inside ``app``, ``max_queued`` waiting.
 
-    ``on_shed(reason)`` is called for each request shed (``queue_full`` or ``queue_timeout``).
+    ``on_shed(reason)`` is called for each request shed (``queue_full`` or ``queue_timeout``);
+    ``shed_headers()`` gives the headers its answer carries besides ``Retry-After``.
     A slot freed by a finished request goes to the longest waiter, so the queue is fair.
     """
 
@@ -44,6 +45,7 @@ class AdmissionControl:
         max_queued: int,
         queue_timeout_s: float,
         on_shed: Callable[[str], None],
+        shed_headers: Callable[[], dict[str, str]] = dict,
     ):
         if max_concurrent < 1 or max_queued < 0 or queue_timeout_s <= 0:
             raise ValueError("max_concurrent >= 1, max_queued >= 0 and queue_timeout_s > 0")
@@ -52,6 +54,7 @@ class AdmissionControl:
         self._max_queued = max_queued
         self._queue_timeout_s = queue_timeout_s
         self._on_shed = on_shed
+        self._shed_headers = shed_headers
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
@@ -70,7 +73,7 @@ class AdmissionControl:
         refused = await self._admit()
         if refused is not None:
             self._on_shed(refused)
-            await _overloaded(scope, receive, send)
+            await _overloaded(self._shed_headers(), scope, receive, send)
             return
         try:
             await self._app(scope, receive, send)
@@ -114,10 +117,10 @@ def _holds_slot(waiter: asyncio.Future[None]) -> bool:
     return waiter.done() and not waiter.cancelled()
 
 
-async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+async def _overloaded(headers: dict[str, str], scope: Scope, receive: Receive, send: Send) -> None:
     response = error_for(
         Overloaded("the gateway is at capacity; retry after a short wait"),
-        {"Retry-After": str(RETRY_AFTER_S)},
+        {**headers, "Retry-After": str(RETRY_AFTER_S)},
     )
     await response(scope, receive, send)
 

@@ -137,6 +137,8 @@ def test_overload_is_shed_at_once_with_retry_after_and_never_reaches_the_upstrea
     assert shed.headers["retry-after"] == "1"
     assert shed.json()["error"]["type"] == "overloaded"
     assert shed.json()["error"]["code"] == "overloaded"
+    assert shed.headers["x-agora-decision-id"]  # like every answer of the gateway
+    assert shed.headers["x-agora-policy-version"] != "none"
     with bounded.admin() as admin:
         exposition = admin.get("/metrics").text
     assert 'agora_requests_shed_total{reason="queue_full"} 1.0' in exposition
