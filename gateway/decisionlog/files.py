@@ -7,6 +7,7 @@ named after its first record, so that names sort in chain order.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from collections.abc import Iterable
@@ -76,3 +77,17 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lock_exclusively(path: Path) -> int:
+    """Take ``<path>.lock`` for this process alone: one writer per log; the descriptor to close."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DecisionLogError(
+            f"decision log {path} is in use by another writer; "
+            "give each gateway process its own decision_log.path"
+        ) from None
+    return fd

@@ -20,14 +20,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway.config import DecisionLog
 from gateway.decisionlog.errors import RecordError
 from gateway.decisionlog.jcs import canonical_json
+from gateway.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 
@@ -300,3 +305,22 @@ def _malformed(record: Mapping[str, Any]) -> str | None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def caller_key(config: DecisionLog, environ: Mapping[str, str]) -> bytes | None:
+    """The HMAC key of the caller hash; None only where the configuration says ``unkeyed``."""
+    if config.caller_hash == "unkeyed":
+        logger.warning(
+            "decision_log.caller_hash is unkeyed: caller hashes are plain SHA-256 of sub, "
+            "which anyone holding the log can reverse by hashing guessed subjects"
+        )
+        return None
+    name = config.caller_hash_key_env
+    key = environ.get(name, "") if name else ""
+    if not key:
+        raise ConfigError(
+            f"decision_log.caller_hash_key_env: environment variable {name} is unset or empty; "
+            "put the caller-hash key there (for example `openssl rand -hex 32`), "
+            "or set decision_log.caller_hash: unkeyed"
+        )
+    return key.encode()

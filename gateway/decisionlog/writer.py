@@ -19,7 +19,6 @@ No record is dropped: a full queue makes ``submit`` wait or fail the request, by
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
@@ -37,11 +36,10 @@ from gateway.decisionlog.errors import (
     DecisionLogUnavailable,
     UnrecordableDecision,
 )
-from gateway.decisionlog.files import fsync_dir, rotated_name
+from gateway.decisionlog.files import fsync_dir, lock_exclusively, rotated_name
 from gateway.decisionlog.jcs import costly_to_encode
-from gateway.decisionlog.record import DecisionEntry, build_record, format_time, seal
+from gateway.decisionlog.record import DecisionEntry, build_record, caller_key, format_time, seal
 from gateway.decisionlog.recovery import recover
-from gateway.exceptions import ConfigError
 from gateway.lifecycle import State
 
 logger = logging.getLogger(__name__)
@@ -79,7 +77,7 @@ class DecisionLogWriter:
         """Read the caller-hash key from the environment; raise ConfigError if it is missing."""
         self._config = config
         self._path: Path = config.path
-        self._caller_key = _caller_key(config, os.environ if environ is None else environ)
+        self._caller_key = caller_key(config, os.environ if environ is None else environ)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(config.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -290,7 +288,7 @@ class DecisionLogWriter:
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(self._path)
+        self._lock_fd = lock_exclusively(self._path)
         try:
             head = recover(self._path)
             self._open_current()
@@ -410,35 +408,3 @@ class DecisionLogWriter:
             if fd is not None:
                 os.close(fd)
         self._fd = self._lock_fd = None
-
-
-def _caller_key(config: DecisionLog, environ: Mapping[str, str]) -> bytes | None:
-    """The HMAC key of the caller hash; None only where the configuration says ``unkeyed``."""
-    if config.caller_hash == "unkeyed":
-        logger.warning(
-            "decision_log.caller_hash is unkeyed: caller hashes are plain SHA-256 of sub, "
-            "which anyone holding the log can reverse by hashing guessed subjects"
-        )
-        return None
-    name = config.caller_hash_key_env
-    key = environ.get(name, "") if name else ""
-    if not key:
-        raise ConfigError(
-            f"decision_log.caller_hash_key_env: environment variable {name} is unset or empty; "
-            "put the caller-hash key there (for example `openssl rand -hex 32`), "
-            "or set decision_log.caller_hash: unkeyed"
-        )
-    return key.encode()
-
-
-def _lock(path: Path) -> int:
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DecisionLogError(
-            f"decision log {path} is in use by another writer; "
-            "give each gateway process its own decision_log.path"
-        ) from None
-    return fd
