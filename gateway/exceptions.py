@@ -16,12 +16,17 @@ AgoraError
 │   └── Overloaded         shed before policy was asked: no capacity now (503)
 ├── AuthError              the caller's token is invalid (401)
 ├── BundleError            a policy bundle cannot be read or built
-│   └── DigestMismatch     a bundle's digest differs from the pinned/ratified one
+│   ├── DigestMismatch     a bundle's digest differs from the pinned/ratified one
+│   └── BundleUnavailable  a bundle could not be fetched (not invalid)
 ├── PolicyUnavailable      no decision: OPA down, slow, or no active policy (503)
 ├── ObligationRefused      an obligation of the decision cannot be met (403)
 ├── UpstreamError          the model upstream failed (502)
 │   └── UpstreamTimeout    the model upstream did not answer in time (504)
 ├── ChainError             the governance chain cannot be read or written
+│   ├── ChainConflict      nodes disagree, or one contradicts itself
+│   └── InconsistentRegistry  a node's registry answers contradict each other
+├── JwksError              the JWKS URL gave no usable key set (callers get an AuthError)
+├── DataApiError           OPA's Data API failed (callers get a PolicyUnavailable)
 └── DecisionLogError       the decision log cannot take, write or read records (see
                            gateway/decisionlog/errors.py for its subclasses)
 """
@@ -117,3 +122,23 @@ class ChainError(AgoraError):
 
 class DecisionLogError(AgoraError):
     """The decision log cannot accept, write or read records: the request fails closed."""
+
+
+class JwksError(AgoraError):
+    """The JWKS URL did not answer with a usable key set."""
+
+
+class DataApiError(AgoraError):
+    """OPA could not be reached, closed the connection, or sent a malformed answer."""
+
+
+class BundleUnavailable(BundleError):
+    """The bundle could not be fetched (unreachable, an HTTP error, a redirect): not invalid."""
+
+
+class ChainConflict(ChainError):
+    """The nodes' answers cannot be believed: they disagree, or one contradicts itself."""
+
+
+class InconsistentRegistry(ChainError):
+    """The node's answers contradict each other: it lies, or it is broken."""

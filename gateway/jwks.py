@@ -18,7 +18,7 @@ import aiohttp
 import jwt
 
 from gateway.config import Auth
-from gateway.exceptions import AuthError
+from gateway.exceptions import AuthError, JwksError
 from gateway.request.jsondepth import nested_deeper_than
 
 logger = logging.getLogger(__name__)
@@ -48,10 +48,6 @@ class SigningKey:
     def verifies(self, algorithm: str) -> bool:
         expected = _KEY_TYPES_BY_ALGORITHM_PREFIX.get(algorithm[:2])
         return self.key_type == expected and self.algorithm in (None, algorithm)
-
-
-class JwksError(Exception):
-    """The JWKS URL did not answer with a usable key set."""
 
 
 def parse_jwks(body: bytes) -> tuple[SigningKey, ...]:

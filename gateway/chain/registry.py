@@ -18,7 +18,7 @@ from web3.types import BlockIdentifier, EventData, TxReceipt
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.digests import ZERO_BYTES32, from_bytes32
 from gateway.chain.errors import chain_errors, parse_address, require_contract
-from gateway.exceptions import ChainError
+from gateway.exceptions import ChainError, InconsistentRegistry
 from gateway.redaction import redact_url
 
 MAX_VERSION = 1_000_000
@@ -41,10 +41,6 @@ class NodePosition:
 
     chain_id: int
     head: int
-
-
-class InconsistentRegistry(ChainError):
-    """The node's answers contradict each other: it lies, or it is broken."""
 
 
 class RegistryClient:

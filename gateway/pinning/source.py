@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from gateway.exceptions import BundleError
+from gateway.exceptions import BundleError, BundleUnavailable
 from gateway.pinning.bundle import (
     DEFAULT_LIMITS,
     Bundle,
@@ -26,10 +26,6 @@ from gateway.pinning.bundle import (
 )
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-class BundleUnavailable(BundleError):
-    """The bundle could not be fetched (unreachable, an HTTP error, a redirect): not invalid."""
 
 
 class BundleSource:

@@ -28,23 +28,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gateway.chain.registry import InconsistentRegistry, Ratification, RegistryClient
+from gateway.chain.registry import Ratification, RegistryClient
 from gateway.config import Governance
-from gateway.exceptions import BundleError, ChainError, DigestMismatch
+from gateway.exceptions import (
+    BundleError,
+    BundleUnavailable,
+    ChainConflict,
+    ChainError,
+    DigestMismatch,
+    InconsistentRegistry,
+)
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.activation import activate
-from gateway.pinning.source import BundleSource, BundleUnavailable
+from gateway.pinning.source import BundleSource
 from gateway.pinning.store import PolicyStore, PolicyVersion
 from gateway.redaction import scrub
 
 logger = logging.getLogger("agora.ratification")
 
 T = TypeVar("T")
-
-
-class ChainConflict(ChainError):
-    """The nodes' answers cannot be believed: they disagree, or one contradicts itself."""
 
 
 @dataclass(frozen=True)

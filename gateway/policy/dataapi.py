@@ -20,9 +20,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-
-class DataApiError(Exception):
-    """OPA could not be reached, closed the connection, or sent a malformed answer."""
+from gateway.exceptions import DataApiError
 
 
 class _Connection(asyncio.Protocol):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.auth import Caller
-from gateway.exceptions import PolicyUnavailable
+from gateway.exceptions import DataApiError, PolicyUnavailable
 from gateway.pinning.store import PolicyStore, PolicyVersion
-from gateway.policy.dataapi import DataApiClient, DataApiError
+from gateway.policy.dataapi import DataApiClient
 from gateway.policy.input import RequestFacts, build_input
 
 _ATTEMPTS = 3

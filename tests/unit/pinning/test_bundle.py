@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.exceptions import BundleError
+from gateway.exceptions import BundleError, BundleUnavailable
 from gateway.pinning.bundle import BundleLimits, build_archive, load_bundle, load_bundle_bytes
-from gateway.pinning.source import BundleSource, BundleUnavailable
+from gateway.pinning.source import BundleSource
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.policy.dataapi import DataApiClient, DataApiError
+from gateway.exceptions import DataApiError
+from gateway.policy.dataapi import DataApiClient
 
 Handler = Callable[[bytes, int], bytes | None]
 """(request body, connection number) -> the raw answer, or None to close the connection."""
