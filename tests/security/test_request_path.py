@@ -751,10 +751,11 @@ def test_big_bodies_do_not_make_small_requests_fail_closed(
 ) -> None:
     """Three 1 MB bodies of floats among forty small requests, under the default OPA budget.
 
-    Every request is answered: OPA's budget grows with the body
+    No request fails closed: OPA's budget grows with the body
     (``policy.timeout_ms_per_mib``), and large bodies take turns for their
-    parsing, judging and hashing (``limits.max_concurrent_large``), so neither
-    the big nor the small ones fail closed.
+    parsing, judging and hashing (``limits.max_concurrent_large``). A large
+    body that waits longer than ``limits.queue_timeout_ms`` for its turn is
+    shed as overload (503 ``overloaded``) before any work, by design.
     """
     numbers = random.Random(7)
     big = json.dumps(
@@ -763,13 +764,15 @@ def test_big_bodies_do_not_make_small_requests_fail_closed(
     ).encode()  # fmt: skip
     assert len(big) > 1_000_000
 
-    async def load() -> tuple[list[int], list[int]]:
+    async def load() -> tuple[list[int | str], list[int | str]]:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
 
-            async def post_big() -> int:
+            async def post_big() -> int | str:
                 response = await client.post(
                     "/v1/embeddings", content=big, headers={"Content-Type": "application/json"}
                 )
+                if response.status_code == 503:
+                    return str(response.json()["error"]["code"])
                 return response.status_code
 
             async def post_small(index: int) -> int:
@@ -784,7 +787,10 @@ def test_big_bodies_do_not_make_small_requests_fail_closed(
 
     big_statuses, small_statuses = asyncio.run(load())
     recorder.take()
-    assert big_statuses == [200, 200, 200], big_statuses
+    # A large body either gets its turn and is answered, or is shed as overload before any
+    # work: never failed closed (policy_unavailable) with OPA healthy.
+    assert set(big_statuses) <= {200, "overloaded"}, big_statuses
+    assert 200 in big_statuses, big_statuses
     assert small_statuses.count(503) == 0, small_statuses
     assert set(small_statuses) == {200}, small_statuses
 
