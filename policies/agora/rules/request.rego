@@ -78,9 +78,7 @@ groups := {g | some g in claim; is_string(g)} if {
 	authenticated
 	claim := input.caller.claims[groups_claim]
 	is_array(claim)
-}
-
-groups := {claim} if {
+} else := {claim} if {
 	authenticated
 	claim := input.caller.claims[groups_claim]
 	is_string(claim)

@@ -5,40 +5,34 @@ package agora.rules
 #   authenticated  cap for authenticated callers in no capped group
 #   groups         {group: cap}: overrides the authenticated cap; a caller in
 #                  several capped groups gets the highest (null wins: no cap)
-group_caps := c if {
-	c := data.agora.config.max_tokens.groups
-	is_object(c)
-} else := {}
 
 # The request fields that ask for output tokens, across the APIs.
 token_fields := ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-
-caller_group_caps := [c | some g in groups; c := group_caps[g]]
-
-numeric_group_caps := [c | some c in caller_group_caps; is_number(c)]
-
-anonymous_cap := c if {
-	c := data.agora.config.max_tokens.anonymous
-	is_number(c)
-} else := null
-
-authenticated_cap := null if {
-	some c in caller_group_caps
-	c == null
-} else := max(numeric_group_caps) if {
-	count(numeric_group_caps) > 0
-} else := c if {
-	c := data.agora.config.max_tokens.authenticated
-	is_number(c)
-} else := null
 
 # The cap for this caller, reported as the decision's max_tokens: an
 # obligation the gateway enforces on the body it forwards (it sets or lowers
 # the output-token field), so a request that asks for no limit still gets
 # this one. An explicit field above the cap is denied, not lowered.
-token_cap := authenticated_cap if authenticated
-
-token_cap := anonymous_cap if not authenticated
+# One else chain, with the group caps read in place (caps that are not an
+# object cap nobody): each rule evaluated costs far more than an expression.
+# Only authenticated callers have groups (request.rego), so the group steps
+# never apply to anonymous callers.
+token_cap := null if {
+	some g in groups
+	data.agora.config.max_tokens.groups[g] == null
+} else := max(caps) if {
+	caps := [c | some g in groups; c := data.agora.config.max_tokens.groups[g]; is_number(c)]
+	count(caps) > 0
+} else := c if {
+	authenticated
+	c := data.agora.config.max_tokens.authenticated
+	is_number(c)
+} else := null if {
+	authenticated
+} else := c if {
+	c := data.agora.config.max_tokens.anonymous
+	is_number(c)
+} else := null
 
 # A positive integer: 1, 2, ... (1.0 counts; 0, -1, 1.5, "100" and true do not).
 positive_integer(v) if {
