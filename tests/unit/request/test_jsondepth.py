@@ -7,14 +7,16 @@ import sys
 
 import pytest
 
+from gateway.exceptions import InvalidBody
+from gateway.request.body import parse_json_body
 from gateway.request.jsondepth import nested_deeper_than
 
 
 @pytest.mark.parametrize("depth", [1, 5, 31, 32])
 def test_valid_json_at_or_under_the_limit(depth: int) -> None:
-    text = json.dumps({"a": "[[[{{{"}) + "[" * depth + "]" * depth
-    assert not nested_deeper_than("[" * depth + '"]]]\\"[["' + "]" * depth, 32)
-    assert not nested_deeper_than(text[: len(text)], 64)
+    nested = "[" * (depth - 1) + json.dumps(']]]\\"[[{{') + "]" * (depth - 1)
+    assert not nested_deeper_than(nested, 32)
+    assert nested_deeper_than("[" + nested + "]", depth - 1)
 
 
 @pytest.mark.parametrize(
@@ -32,8 +34,12 @@ def test_unbalanced_closers_are_left_to_the_parser() -> None:
     assert not nested_deeper_than("]" * 1000, 32)
 
 
-def test_the_recursion_limit_that_chain_libraries_set_is_in_force_in_tests() -> None:
-    """Why the check exists: py-evm raises the limit, so json.loads would crash, not raise."""
-    import eth  # noqa: F401  (sets the limit as the gateway's chain support does)
-
-    assert sys.getrecursionlimit() >= 100_000
+def test_a_deep_body_is_refused_under_the_recursion_limit_chain_libraries_set() -> None:
+    """py-evm and py_ecc raise the limit to 100,000: json.loads would then crash, not raise."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        with pytest.raises(InvalidBody, match="nested deeper"):
+            parse_json_body(b'{"a":' + b"[" * 90_000 + b"]" * 90_000 + b"}", max_depth=64)
+    finally:
+        sys.setrecursionlimit(limit)
