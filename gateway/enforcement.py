@@ -25,7 +25,6 @@ from gateway.exceptions import (
     BodyTimeout,
     BodyTooLarge,
     InvalidBody,
-    InvalidTarget,
     MissingModel,
     ModelNotFound,
     ObligationRefused,
@@ -39,9 +38,10 @@ from gateway.policy.input import RequestFacts
 from gateway.policy.obligations import apply_obligations
 from gateway.request.body import JsonBody, parse_json_body
 from gateway.request.deadlines import read_within
-from gateway.request.target import MODEL_NAME, canonical_target, classify_api, model_in_path
+from gateway.request.target import canonical_target, classify_api, model_in_path
 from gateway.responses import answer_for, decision_headers, error_for
 from gateway.runtime import Gateway
+from gateway.serving.admission import RETRY_AFTER_S
 from gateway.upstream.pool import Client, ProxyResponse, StreamOutcome
 
 logger = logging.getLogger("agora.gateway")
@@ -77,8 +77,6 @@ async def enforce(request: Request) -> Response:
             parsed = await _parse_body(request, api, raw_body, limits.max_json_depth)
             body = parsed.value if parsed is not None else None
             model = body.get("model") if body is not None else model_in_path(target.path)
-            if model is not None and not MODEL_NAME.fullmatch(model):
-                raise InvalidTarget("the model name in the path is not a valid model name")
             if api in _MODEL_REQUIRED and model is None:
                 raise MissingModel("you must provide a model parameter")
             upstream = gateway.routes.route(model)
@@ -88,7 +86,7 @@ async def enforce(request: Request) -> Response:
                 )
         except Overloaded as shed:
             gateway.metrics.shed.labels("large_bodies").inc()
-            headers["Retry-After"] = "1"
+            headers["Retry-After"] = str(RETRY_AFTER_S)
             return error_for(shed, headers)
         except RequestRefused as refused:
             gateway.metrics.rejected.labels(answer_for(refused).code).inc()

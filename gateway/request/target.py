@@ -99,8 +99,17 @@ def classify_api(method: str, path: str) -> str:
 
 
 def model_in_path(path: str) -> str | None:
-    """The model id of ``/v1/models/{id}``; None for any other path."""
-    return path.removeprefix(MODELS_PREFIX) if _is_model_path(path) else None
+    """The model id of ``/v1/models/{id}``; None for any other path.
+
+    Raise InvalidTarget when the id is not a model name (the body's ``model`` is
+    held to the same rule in body.py).
+    """
+    if not _is_model_path(path):
+        return None
+    model = path.removeprefix(MODELS_PREFIX)
+    if not MODEL_NAME.fullmatch(model):
+        raise InvalidTarget(f"the model name {_shown(model)} in the path is not a model name")
+    return model
 
 
 def _is_model_path(path: str) -> bool:

@@ -86,3 +86,9 @@ def test_model_in_path() -> None:
     assert model_in_path("/v1/models/m2") == "m2"
     assert model_in_path("/v1/models") is None
     assert model_in_path("/v1/chat/completions") is None
+
+
+@pytest.mark.parametrize("path", ["/v1/models/-x", "/v1/models/" + "m" * 300])
+def test_a_model_in_the_path_is_held_to_the_model_name_rule(path: str) -> None:
+    with pytest.raises(InvalidTarget, match="not a model name"):
+        model_in_path(path)
