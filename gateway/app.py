@@ -58,7 +58,6 @@ def create_app(settings: Settings) -> GatewayApps:
         async with running(settings, metrics_) as gateway:
             for each in (apps.public, apps.admin, apps.bundle):
                 each.state.gateway = gateway
-                each.state.policy_store = gateway.store
             yield
 
     apps = GatewayApps(

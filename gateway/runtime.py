@@ -51,7 +51,6 @@ class Gateway:
     routes: RouteTable
     metrics: GatewayMetrics
     recorder: DecisionRecorder
-    opa: ManagedOpa | None
     http: aiohttp.ClientSession
     large_bodies: LargeBodyGate
     watcher: RatificationWatcher | None = None
@@ -94,7 +93,6 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
             routes=RouteTable(tuple(settings.upstreams)),
             metrics=metrics,
             recorder=DecisionRecorder(settings.decision_log, metrics),
-            opa=opa,
             http=http,
             large_bodies=LargeBodyGate(
                 settings.limits.max_concurrent_large,

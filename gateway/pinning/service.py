@@ -28,7 +28,7 @@ async def bundle_endpoint(request: Request) -> Response:
     """
     if request.client is None or not _is_loopback(request.client.host):
         return Response(status_code=403)
-    store: PolicyStore = request.app.state.policy_store
+    store: PolicyStore = request.app.state.gateway.store
     known = request.headers.get("if-none-match", "").strip('"') or None
     wait_s = _prefer_wait(request.headers.get("prefer"))
     if wait_s:

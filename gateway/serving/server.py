@@ -133,9 +133,9 @@ class GatewayServer(uvicorn.Server):
         """Release long-polling bundle requests first: uvicorn waits for in-flight requests
         before the lifespan shutdown, and OPA's long poll would hold every shutdown.
         """
-        store = getattr(self.apps.bundle.state, "policy_store", None)
-        if store is not None:
-            store.close()
+        gateway = getattr(self.apps.bundle.state, "gateway", None)
+        if gateway is not None:
+            gateway.store.close()
         super().handle_exit(sig, frame)
 
     def _sockets(self) -> list[socket.socket]:
