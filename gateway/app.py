@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.routing import Route, request_response
 
+from gateway.community.page import routes as community_routes
 from gateway.config import Settings
 from gateway.endpoints import healthz, metrics, public_readyz, readyz, transparency
 from gateway.enforcement import enforce
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> GatewayApps:
                 Route("/healthz", healthz),
                 Route("/readyz", public_readyz),
                 Route("/transparency", transparency),
+                *community_routes(settings),
                 Route("/v1/{path:path}", admission, methods=_PROXY_METHODS),
             ],
             lifespan=lifespan,

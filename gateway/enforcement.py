@@ -133,6 +133,9 @@ async def enforce(request: Request) -> Response:
         outcome.policy_ns = time.perf_counter_ns() - auth_done
         outcome.decision = decision
         outcome.input_document = input_document
+        if gateway.community is not None and gateway.community.shadow is not None:
+            # Sampled for the open proposals, judged later in the background: never waited for.
+            gateway.community.shadow.offer(input_document, decision.allow, decision.reasons)
         headers.update(
             decision_headers(decision_id, decision.version.version, decision.version.digest)
         )

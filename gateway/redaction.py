@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 REDACTED = "<redacted>"
@@ -110,3 +111,67 @@ def protect_logs(urls: Iterable[str], loggers: Iterable[str] = ()) -> None:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+def redact_input(document: Mapping[str, Any], keep_claim: str | None = None) -> dict[str, Any]:
+    """A policy input document as it may be published: its shape, never what a caller wrote.
+
+    Kept: the API, model, stream flag, upstream, method and path, numbers and
+    booleans in the body (token caps, ``n``), whether the caller is
+    authenticated, and the one configured non-identifying claim (``keep_claim``).
+    Every string in the body is replaced by its length (and a key that is not
+    a plain name by a placeholder), header and query values,
+    ``sub``, ``iss`` and other claims by ``<redacted>``; the time is left out.
+    """
+    request = document.get("request")
+    request = request if isinstance(request, Mapping) else {}
+    caller = document.get("caller")
+    caller = caller if isinstance(caller, Mapping) else {}
+    claims = caller.get("claims")
+    claims = claims if isinstance(claims, Mapping) else {}
+    return {
+        "api": document.get("api"),
+        "model": document.get("model"),
+        "stream": document.get("stream"),
+        "upstream": document.get("upstream"),
+        "body": _shape(document.get("body")),
+        "request": {
+            "method": request.get("method"),
+            "path": request.get("path"),
+            "query": {str(k): REDACTED for k in (request.get("query") or {})},
+            "headers": sorted(str(k) for k in (request.get("headers") or {})),
+        },
+        "caller": {
+            "authenticated": caller.get("authenticated"),
+            "sub": None if caller.get("sub") is None else REDACTED,
+            "iss": None if caller.get("iss") is None else REDACTED,
+            "claims": {
+                str(k): v if k == keep_claim else REDACTED for k, v in sorted(claims.items())
+            },
+        },
+    }
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def _key(key: str, index: int) -> str:
+    return key if _PLAIN_KEY.fullmatch(key) else f"<redacted key {index}>"
+
+
+def _shape(value: Any, depth: int = 0) -> Any:
+    """Strings become ``<redacted: N chars>``; structure, numbers and booleans stay."""
+    if depth > 32:
+        return REDACTED
+    if isinstance(value, str):
+        return f"<redacted: {len(value)} chars>"
+    if isinstance(value, Mapping):
+        return {
+            (str(k) if _PLAIN_KEY.fullmatch(str(k)) else f"<redacted key {i}>"): _shape(
+                v, depth + 1
+            )
+            for i, (k, v) in enumerate(value.items())
+        }
+    if isinstance(value, list):
+        return [_shape(v, depth + 1) for v in value]
+    return value

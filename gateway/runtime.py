@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from gateway.auth import Authenticator
+from gateway.community.service import CommunityService
 from gateway.config import Settings
 from gateway.decisionlog.recorder import DecisionRecorder
 from gateway.exceptions import AgoraError
@@ -54,6 +55,8 @@ class Gateway:
     http: aiohttp.ClientSession
     large_bodies: LargeBodyGate
     watcher: RatificationWatcher | None = None
+    community: CommunityService | None = None
+    """The community page's worker (chain reading, bundles, shadow); None when switched off."""
     workers: tuple[Worker, ...] = ()
     """The background workers, in start order (their states make /readyz)."""
 
@@ -114,6 +117,9 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
             workers.append(gateway.watcher)
         if opa is not None:
             await _start_worker(stack, workers, opa)
+        if settings.community.enabled:
+            gateway.community = CommunityService(settings, store, http)
+            await _start_worker(stack, workers, gateway.community)
         gateway.workers = tuple(workers)
         metrics.components.workers = gateway.workers
         yield gateway

@@ -293,6 +293,9 @@ class DecisionLog(_Strict):
     if it is unset or empty."""
     include_body: bool = False
     """Store the request body (prompts) in each record; off by default for privacy."""
+    group_claim: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = None
+    """A caller claim (say ``group`` or ``region``) recorded as the record's ``group``, so that
+    deny rates can be published per group; it must not identify anyone. null: not recorded."""
 
     @model_validator(mode="after")
     def _caller_hash_key(self) -> DecisionLog:
@@ -332,3 +335,40 @@ class Limits(_Strict):
     """Bodies larger than this take turns to be parsed, judged and logged."""
     max_concurrent_large: Annotated[int, Field(ge=1)] = 1
     """Requests with large bodies judged at once; the others wait up to ``queue_timeout_ms``."""
+
+
+class Shadow(_Strict):
+    """Open proposals' bundles judged beside the one in force, on a sample of live traffic."""
+
+    enabled: bool = True
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """The share of decided requests also judged by each proposal (0 to 1)."""
+    queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Sampled requests waiting for shadow judging; beyond it they are dropped (and counted)."""
+    max_bundles: Annotated[int, Field(ge=1, le=16)] = 4
+    """Bundles judged in shadow at once (each is an OPA process of its own)."""
+    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
+    examples: Annotated[int, Field(ge=0, le=100)] = 5
+    """Redacted example inputs kept per proposal among the requests it would decide otherwise."""
+
+
+class DryRun(_Strict):
+    """The page's "what would the policy say" form: public, so bounded in size and rate."""
+
+    enabled: bool = True
+    max_bytes: Annotated[int, Field(ge=256, le=1_048_576)] = 16_384
+    per_minute: Annotated[int, Field(ge=1, le=10_000)] = 30
+    """Questions answered per minute, for every visitor together."""
+
+
+class Community(_Strict):
+    """The public community page (``/community``) and its JSON under ``/transparency/...``."""
+
+    enabled: bool = True
+    governor: Annotated[str | None, Field(pattern=r"^0x[0-9a-fA-F]{40}$")] = None
+    """The AgoraGovernor whose proposals are shown and shadowed; needs ``governance``."""
+    from_block: Annotated[int, Field(ge=0)] = 0
+    """The block to search proposals and ratifications from (the deployment's block)."""
+    poll_s: Annotated[float, Field(gt=0)] = 10.0
+    shadow: Shadow = Shadow()
+    dry_run: DryRun = DryRun()

@@ -26,6 +26,7 @@ from gateway.config.sections import (
     Admin,
     Auth,
     BundleService,
+    Community,
     DecisionLog,
     Governance,
     Limits,
@@ -59,6 +60,7 @@ class Settings(_Strict):
     limits: Limits = Limits()
     admin: Admin = Admin()
     bundle_service: BundleService = BundleService()
+    community: Community = Community()
     header_allowlist: Annotated[
         list[str],
         Field(
@@ -107,6 +109,12 @@ class Settings(_Strict):
             if port in seen:
                 raise ValueError(f"{key}: {port} is also {seen[port]}; each listener needs its own")
             seen[port] = key
+        return self
+
+    @model_validator(mode="after")
+    def _governor_needs_a_chain(self) -> Settings:
+        if self.community.governor is not None and self.governance is None:
+            raise ValueError("community.governor: proposals are read through governance.rpc_urls")
         return self
 
     @property

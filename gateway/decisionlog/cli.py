@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gateway.decisionlog.errors import DecisionLogError
+from gateway.decisionlog.figures import Figures, FigureTally
 from gateway.decisionlog.files import expand
 from gateway.decisionlog.tally import Figure, LogStats
 from gateway.decisionlog.verify import ChainBroken, stats, verify
@@ -50,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     count.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
     count.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
     count.add_argument("--json", action="store_true", help="print the counts as JSON")
+    count.add_argument(
+        "--figures",
+        action="store_true",
+        help="print the community page's figures instead: decisions per version by the hour, "
+        "the top deny reasons, and deny rates per group (the records' group member)",
+    )
     count.set_defaults(func=run_stats)
 
 
@@ -73,8 +80,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     """``agora log stats``: 0 with the counts, 1 when the chain does not verify, 2 on bad input."""
+    figures = FigureTally()
     try:
-        counts = stats(expand(args.paths), partial=args.partial)
+        counts = stats(expand(args.paths), partial=args.partial, also=figures.add_record)
     except ChainBroken as exc:
         print(f"FAILED: {exc.bad}")
         print(f"this is {exc.bad.diagnosis}")
@@ -82,7 +90,11 @@ def run_stats(args: argparse.Namespace) -> int:
     except (DecisionLogError, OSError) as exc:
         print(f"agora log stats: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(counts, indent=2) if args.json else _table(counts))
+    if args.figures:
+        shown = figures.snapshot()
+        print(json.dumps(shown, indent=2) if args.json else _figures_text(shown))
+    else:
+        print(json.dumps(counts, indent=2) if args.json else _table(counts))
     return 0
 
 
@@ -103,4 +115,23 @@ def _table(counts: LogStats) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]  # fmt: skip
     lines.append(f"head: {counts['head'] or 'none'} ({counts['count']} records)")
+    return "\n".join(lines)
+
+
+def _figures_text(figures: Figures) -> str:
+    lines = [f"decisions: {figures['decisions']}", "", "by hour (UTC) and version:"]
+    for hour in figures["by_hour"]:
+        for version, c in hour["by_version"].items():
+            lines.append(
+                f"  {hour['hour']}  v{version}: allowed {c['allowed']}, denied {c['denied']}, "
+                f"failed_closed {c['failed_closed']}"
+            )
+    lines += ["", "top deny reasons:"]
+    lines += [f"  {r['count']:>8}  {r['reason']}" for r in figures["deny_reasons"]]
+    lines += ["", "by group:"]
+    for group, c in figures["by_group"].items():
+        lines.append(
+            f"  {group}: allowed {c['allowed']}, denied {c['denied']}, "
+            f"failed_closed {c['failed_closed']}, deny rate {c['deny_rate']:.2%}"
+        )
     return "\n".join(lines)

@@ -13,8 +13,9 @@ import logging
 from pathlib import Path
 
 from gateway.decisionlog.errors import DecisionLogError
+from gateway.decisionlog.figures import Figures, FigureTally
 from gateway.decisionlog.files import rotated_files
-from gateway.decisionlog.record import DecisionEntry
+from gateway.decisionlog.record import DecisionEntry, format_time
 from gateway.decisionlog.tally import LogStats, Tally
 from gateway.decisionlog.verify import ChainBroken, stats
 
@@ -26,6 +27,7 @@ class DecisionCounts:
 
     def __init__(self) -> None:
         self._tally = Tally()
+        self._figures = FigureTally()
         self.verified_at_start: bool | None = None
         """Whether the log found at start verified (None: not checked yet)."""
 
@@ -36,8 +38,9 @@ class DecisionCounts:
         if not files:
             self.verified_at_start = True
             return
+        figures = FigureTally()
         try:
-            existing = await asyncio.to_thread(stats, files, partial=True)
+            existing = await asyncio.to_thread(stats, files, partial=True, also=figures.add_record)
         except ChainBroken as exc:
             self.verified_at_start = False
             logger.error("the decision log on disk does not verify: %s", exc)
@@ -47,6 +50,7 @@ class DecisionCounts:
             logger.error("the decision log on disk cannot be read: %s", exc)
             return
         self._tally = Tally(existing)
+        self._figures = figures
         self.verified_at_start = True
 
     def add(self, entry: DecisionEntry) -> None:
@@ -59,6 +63,21 @@ class DecisionCounts:
             allow=entry.allow,
             status=entry.status,
         )
+        if entry.event == "decision":
+            assert entry.allow is not None
+            self._figures.add(
+                time=format_time(entry.time),
+                version=entry.policy_version,
+                allow=entry.allow,
+                status=entry.status,
+                reasons=entry.reasons,
+                group=entry.group,
+            )
+
+    def figures(self) -> Figures:
+        """Decisions per version by the hour, deny reasons and groups (``agora log stats
+        --figures``)."""
+        return self._figures.snapshot()
 
     def snapshot(self, count: int, head: str | None) -> LogStats:
         return self._tally.snapshot(count, head)

@@ -53,7 +53,7 @@ _REQUIRED = frozenset(
         "upstream", "allow", "reasons", "status", "latency_us", "input_sha256", "prev", "hash",
     }
 )  # fmt: skip
-_OPTIONAL = frozenset({"event", "obligations", "body"})
+_OPTIONAL = frozenset({"event", "obligations", "body", "group"})
 _CHAINED = ("seq", "prev", "hash")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -71,7 +71,9 @@ class DecisionEntry:
 
     ``input_sha256`` is the hash of the policy input (:func:`input_sha256`).
     ``body`` (the request body) is stored, in decision records only, when the
-    log is configured with ``include_body``. The writer owns the object once
+    log is configured with ``include_body``. ``group`` is the configured,
+    non-identifying caller attribute (``decision_log.group_claim``), in decision
+    records only, so that deny rates can be published per group. The writer owns the object once
     submitted: do not mutate the mappings afterwards.
     """
 
@@ -91,6 +93,7 @@ class DecisionEntry:
     event: Event = "decision"
     obligations: Mapping[str, object] | None = None
     body: object = None
+    group: str | None = None
 
 
 def outcome(allow: bool, status: int | None) -> OutcomeLabel:
@@ -174,6 +177,8 @@ def build_record(
         record["obligations"] = dict(d.obligations)
     if include_body and d.event == "decision":
         record["body"] = d.body
+    if d.group is not None and d.event == "decision":
+        record["group"] = d.group
     problem = _malformed({**record, "seq": 1, "prev": None, "hash": ""})
     if problem:
         raise TypeError(problem)
@@ -292,6 +297,8 @@ def _malformed(record: Mapping[str, Any]) -> str | None:
         "upstream": record["upstream"] is None or isinstance(record["upstream"], str),
         "event, allow, status": event_ok,
         "obligations": isinstance(record.get("obligations", {}), dict),
+        "group": isinstance(record.get("group", ""), str)
+        and not (event == "outcome" and "group" in record),
         "reasons": isinstance(record["reasons"], list)
         and all(isinstance(r, str) for r in record["reasons"]),
         "latency_us": isinstance(record["latency_us"], dict)
@@ -305,6 +312,28 @@ def _malformed(record: Mapping[str, Any]) -> str | None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+MAX_GROUP_CHARS = 64
+
+
+def group_of(claims: Mapping[str, Any], claim: str | None) -> str | None:
+    """The caller's group as recorded; None when not configured or not given.
+
+    A string claim is recorded as it is, a list of strings sorted and joined by
+    ``,``; at most ``MAX_GROUP_CHARS`` characters. It is meant to be a coarse
+    attribute (a region, a membership tier), never one that names a caller.
+    """
+    if claim is None:
+        return None
+    value = claims.get(claim)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        text = ",".join(sorted(set(value)))
+    else:
+        return None
+    return text[:MAX_GROUP_CHARS] or None
 
 
 def caller_key(config: DecisionLog, environ: Mapping[str, str]) -> bytes | None:

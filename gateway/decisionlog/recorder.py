@@ -33,7 +33,7 @@ from gateway.decisionlog.errors import (
     UnrecordableDecision,
 )
 from gateway.decisionlog.jcs import costly_to_encode
-from gateway.decisionlog.record import DecisionEntry, Event, input_sha256
+from gateway.decisionlog.record import DecisionEntry, Event, group_of, input_sha256
 from gateway.decisionlog.record import outcome as outcome_label
 from gateway.decisionlog.writer import DecisionLogWriter
 from gateway.lifecycle import State
@@ -244,6 +244,7 @@ class DecisionRecorder:
             event=event,
             obligations=obligations,
             body=outcome.facts.body,
+            group=group_of(outcome.caller.claims, self._config.group_claim),
         )
 
     async def _input_hash(self, outcome: Outcome) -> str:

@@ -87,13 +87,25 @@ def verify(paths: Iterable[Path], *, partial: bool = False) -> VerifyResult:
     return _scan(paths, partial, lambda record: None)
 
 
-def stats(paths: Iterable[Path], *, partial: bool = False) -> LogStats:
+def stats(
+    paths: Iterable[Path],
+    *,
+    partial: bool = False,
+    also: Callable[[dict[str, Any]], None] | None = None,
+) -> LogStats:
     """Counts per policy version and outcome, from files that verify; raise ChainBroken.
 
-    See :mod:`gateway.decisionlog.tally` for what each figure counts.
+    See :mod:`gateway.decisionlog.tally` for what each figure counts. ``also``
+    sees every record too (the figures of :mod:`gateway.decisionlog.figures`).
     """
     tally = Tally()
-    result = _scan(paths, partial, tally.add_record)
+
+    def visit(record: dict[str, Any]) -> None:
+        tally.add_record(record)
+        if also is not None:
+            also(record)
+
+    result = _scan(paths, partial, visit)
     if result.first_bad is not None:
         raise ChainBroken(result.first_bad)
     return tally.snapshot(result.count, result.head)

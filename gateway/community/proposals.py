@@ -1,0 +1,191 @@
+"""What the community decided and is deciding, read from the chain over JSON-RPC (read only).
+
+The registry's ratifications (``PolicyRatified``: version, digest, uri, block
+and transaction) and the governor's proposals (``ProposalCreated``), with each
+proposal's state, votes for, against and abstaining, quorum and deadlines.
+A ratification proposal is one call to ``PolicyRegistry.ratify(digest, uri)``;
+other proposals are shown without a bundle. Calls block: run them in a thread.
+This module imports web3 and is loaded only when ``community.governor`` or
+``governance`` is configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from web3 import Web3
+from web3.types import EventData
+
+from gateway.chain.artifacts import load_artifact
+from gateway.chain.digests import from_bytes32
+from gateway.chain.errors import chain_errors, parse_address
+
+STATES = ("Pending", "Active", "Canceled", "Defeated", "Succeeded", "Queued", "Expired", "Executed")
+"""OpenZeppelin's ``IGovernor.ProposalState``, in its order."""
+OPEN_STATES = frozenset({"Pending", "Active", "Succeeded", "Queued"})
+
+
+@dataclass(frozen=True)
+class RatifiedVersion:
+    version: int
+    digest: str
+    uri: str
+    block_number: int
+    transaction: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class ProposalView:
+    """A proposal as the page shows it; ``digest``/``uri`` only for a ratification."""
+
+    proposal_id: str
+    proposer: str
+    description: str
+    state: str
+    digest: str | None
+    uri: str | None
+    votes_for: str
+    votes_against: str
+    votes_abstain: str
+    quorum: str
+    snapshot_block: int
+    deadline_block: int
+    created_block: int
+    transaction: str
+    eta: int
+
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """One reading of the chain: its head, the ratified versions and the proposals."""
+
+    head_block: int
+    head_time: int
+    versions: tuple[RatifiedVersion, ...]
+    proposals: tuple[ProposalView, ...]
+
+
+class ChainReader:
+    """Reads a PolicyRegistry and, if given, the AgoraGovernor that writes it."""
+
+    def __init__(self, w3: Web3, registry: str, governor: str | None, from_block: int = 0):
+        self._w3 = w3
+        self._from = from_block
+        self._registry = w3.eth.contract(
+            address=parse_address(registry, "policy registry address"),
+            abi=load_artifact("PolicyRegistry").abi,
+        )
+        self._governor = (
+            None
+            if governor is None
+            else w3.eth.contract(
+                address=parse_address(governor, "governor address"),
+                abi=load_artifact("AgoraGovernor").abi,
+            )
+        )
+        self._decimals: int | None = None
+
+    def read(self) -> ChainView:
+        """Everything the page shows from the chain; ChainError on any failure."""
+        with chain_errors("reading the chain head"):
+            head = self._w3.eth.get_block("latest")
+        versions = self._versions()
+        proposals = self._proposals() if self._governor is not None else ()
+        return ChainView(int(head["number"]), int(head["timestamp"]), versions, proposals)
+
+    def _versions(self) -> tuple[RatifiedVersion, ...]:
+        with chain_errors("fetching PolicyRatified events"):
+            logs = self._registry.events.PolicyRatified().get_logs(from_block=self._from)
+            times = {n: self._block_time(n) for n in {int(log["blockNumber"]) for log in logs}}
+        return tuple(
+            RatifiedVersion(
+                version=int(log["args"]["version"]),
+                digest=from_bytes32(log["args"]["digest"]),
+                uri=str(log["args"]["uri"]),
+                block_number=int(log["blockNumber"]),
+                transaction=_hex(log["transactionHash"]),
+                timestamp=times[int(log["blockNumber"])],
+            )
+            for log in logs
+        )
+
+    def _proposals(self) -> tuple[ProposalView, ...]:
+        governor = self._governor
+        assert governor is not None
+        with chain_errors("fetching ProposalCreated events"):
+            logs = governor.events.ProposalCreated().get_logs(from_block=self._from)
+        return tuple(self._proposal(log) for log in logs)
+
+    def _proposal(self, log: EventData) -> ProposalView:
+        governor = self._governor
+        assert governor is not None
+        args: dict[str, Any] = dict(log["args"])
+        pid = int(args["proposalId"])
+        calls = governor.functions
+        with chain_errors(f"reading proposal {pid}"):
+            state = STATES[int(calls.state(pid).call())]
+            against, for_, abstain = calls.proposalVotes(pid).call()
+            snapshot = int(calls.proposalSnapshot(pid).call())
+            deadline = int(calls.proposalDeadline(pid).call())
+            quorum = int(calls.quorum(snapshot).call())
+            eta = int(calls.proposalEta(pid).call())
+        digest, uri = self._ratification(args["targets"], args["calldatas"])
+        return ProposalView(
+            proposal_id=str(pid),
+            proposer=Web3.to_checksum_address(args["proposer"]),
+            description=str(args["description"]),
+            state=state,
+            digest=digest,
+            uri=uri,
+            votes_for=self._tokens(int(for_)),
+            votes_against=self._tokens(int(against)),
+            votes_abstain=self._tokens(int(abstain)),
+            quorum=self._tokens(quorum),
+            snapshot_block=snapshot,
+            deadline_block=deadline,
+            created_block=int(log["blockNumber"]),
+            transaction=_hex(log["transactionHash"]),
+            eta=eta,
+        )
+
+    def _ratification(
+        self, targets: list[str], calldatas: list[bytes]
+    ) -> tuple[str | None, str | None]:
+        if len(targets) != 1 or Web3.to_checksum_address(targets[0]) != self._registry.address:
+            return None, None
+        try:
+            function, args = self._registry.decode_function_input(bytes(calldatas[0]))
+        except ValueError:
+            return None, None
+        if function.fn_name != "ratify":
+            return None, None
+        return from_bytes32(args["digest"]), str(args["uri"])
+
+    def _tokens(self, base_units: int) -> str:
+        """Votes in whole tokens, as a decimal string (the token's ``decimals``)."""
+        if self._decimals is None:
+            governor = self._governor
+            assert governor is not None
+            with chain_errors("reading the votes token's decimals"):
+                token = self._w3.eth.contract(
+                    address=governor.functions.token().call(), abi=load_artifact("AgoraToken").abi
+                )
+                self._decimals = int(token.functions.decimals().call())
+        whole, part = divmod(base_units, 10**self._decimals)
+        fraction = str(part).rjust(self._decimals, "0").rstrip("0") if self._decimals else ""
+        return f"{whole}.{fraction}" if fraction else str(whole)
+
+    def _block_time(self, number: int) -> int:
+        """The block's timestamp (call inside ``chain_errors``)."""
+        return int(self._w3.eth.get_block(number)["timestamp"])
+
+
+def _hex(value: bytes | str) -> str:
+    text = value if isinstance(value, str) else bytes(value).hex()
+    return text if text.startswith("0x") else "0x" + text
