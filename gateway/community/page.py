@@ -38,6 +38,15 @@ from gateway.config import Settings
 from gateway.runtime import Gateway
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+SHORT_ID = 12
+
+
+def short(proposal_id: str) -> str:
+    """A proposal id as shown in headings: a governor's hash ids are 78 digits long."""
+    return proposal_id if len(proposal_id) <= SHORT_ID else proposal_id[: SHORT_ID - 2] + "…"
+
+
+TEMPLATES.env.filters["short"] = short
 NO_STORE = {"Cache-Control": "no-store"}
 STATS_COMMAND = "agora log stats --figures --json"
 
@@ -149,7 +158,7 @@ def _labels(gateway: Gateway, community: CommunityService) -> dict[str, str]:
             labels.setdefault(version.digest, f"v{version.version}")
         for proposal in view.proposals:
             if proposal.digest is not None:
-                labels.setdefault(proposal.digest, f"proposal {proposal.proposal_id[:10]}…")
+                labels.setdefault(proposal.digest, f"proposal {short(proposal.proposal_id)}")
     return labels
 
 
