@@ -32,6 +32,7 @@ import aiohttp
 from gateway.config import Shadow
 from gateway.decisionlog.figures import NO_GROUP
 from gateway.decisionlog.record import group_of
+from gateway.exceptions import AgoraError
 from gateway.policy.opa import find_opa, free_port
 from gateway.redaction import redact_input
 
@@ -169,7 +170,7 @@ class ShadowPool:
         assert self._session is not None, "the pool is not started"
         try:
             opa = await self._opa(digest, files)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, AgoraError) as exc:  # AgoraError: no opa binary
             return Verdict(False, error=str(exc))
         return await opa.decide(self._session, document, self._timeout_s)
 
