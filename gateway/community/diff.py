@@ -9,6 +9,9 @@ from typing import Literal
 
 Change = Literal["added", "removed", "changed", "unchanged"]
 CONTEXT_LINES = 3
+MAX_DIFF_BYTES = 512 * 1024
+"""Files larger than this (either side) are reported as changed without lines: a diff's cost
+grows faster than the file, and a proposal's bundle is whatever its author made it."""
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,7 @@ class FileDiff:
     change: Change
     lines: tuple[str, ...]
     binary: bool = False
+    """Changed, but not shown line by line: not UTF-8 text, or too large."""
 
     @property
     def added(self) -> int:
@@ -34,8 +38,9 @@ def diff_bundles(
 ) -> list[FileDiff]:
     """Every file of either bundle, by path, with what changed from ``old`` to ``new``.
 
-    Files are compared byte for byte; a changed file that is not UTF-8 text is
-    reported as changed without lines.
+    Files are compared byte for byte; a changed file that is not UTF-8 text, or
+    is larger than ``MAX_DIFF_BYTES``, is reported as changed without lines.
+    Costs time in proportion to the files: call it off the event loop.
     """
     diffs = []
     for path in sorted(old.keys() | new.keys()):
@@ -63,6 +68,8 @@ def diff_bundles(
 def _text(content: bytes | None) -> str | None:
     if content is None:
         return ""
+    if len(content) > MAX_DIFF_BYTES:
+        return None
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError:

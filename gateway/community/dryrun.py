@@ -48,7 +48,7 @@ def question_from_form(form: dict[str, str]) -> Question:
     if claims_text:
         try:
             claims = json.loads(claims_text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InvalidQuestion(f"the claims are not JSON: {exc}") from None
     return _checked(
         model, [{"role": "user", "content": message}], claims, form.get("proposal") or None
@@ -93,6 +93,8 @@ def policy_input(
         parsed = parse_json_body(json.dumps(body).encode(), MAX_DEPTH)
     except InvalidBody as exc:
         raise InvalidQuestion(str(exc)) from None
+    except RecursionError:
+        raise InvalidQuestion(f"the messages are nested deeper than {MAX_DEPTH}") from None
     facts = RequestFacts(
         api="chat.completions",
         model=question.model,

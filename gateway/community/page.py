@@ -9,8 +9,10 @@ build step, no script, nothing fetched from elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from gateway.community.dryrun import (
     question_from_form,
     question_from_json,
 )
-from gateway.community.rules import readable
+from gateway.community.rules import ReadableBundle, readable
 from gateway.community.service import CommunityService
 from gateway.community.shadow import Verdict
 from gateway.config import Settings
@@ -103,7 +105,7 @@ async def in_force(gateway: Gateway, community: CommunityService) -> dict[str, A
                     "uri": version.uri,
                 }
     files = await community.in_force()
-    rules = readable(files) if files is not None else None
+    rules = await _readable(active.digest, files) if files is not None else None
     return {
         "version": active.version,
         "digest": active.digest,
@@ -174,7 +176,29 @@ async def _diff(
     if before is None or after is None:
         missing = old if before is None else new
         return f"bundle {missing} is not available: {community.catalog.errors.get(missing, '')}"
-    return diff_bundles(before, after, labels[old], labels[new])
+    key = (old, new, labels[old], labels[new])
+    if key not in _DIFFS:
+        _remember(_DIFFS, key, await asyncio.to_thread(diff_bundles, before, after, *key[2:]))
+    return _DIFFS[key]
+
+
+_DIFFS: dict[tuple[str, str, str, str], list[FileDiff]] = {}
+_READABLE: dict[str, ReadableBundle] = {}
+_MEMO_SIZE = 64
+"""Diffs and readable views kept: a bundle never changes under its digest, and the page is
+public, so each is computed once (in a worker thread), not once per visit."""
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    while len(memo) >= _MEMO_SIZE:
+        del memo[next(iter(memo))]
+    memo[key] = value
+
+
+async def _readable(digest: str, files: Mapping[str, bytes]) -> ReadableBundle:
+    if digest not in _READABLE:
+        _remember(_READABLE, digest, await asyncio.to_thread(readable, files))
+    return _READABLE[digest]
 
 
 def _diff_json(diffs: list[FileDiff]) -> list[dict[str, Any]]:
@@ -358,7 +382,7 @@ async def _dry_run(request: Request, limit: RateLimit, *, as_json: bool) -> Resp
         if as_json:
             try:
                 question = question_from_json(json.loads(raw))
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise _Refusal(400, f"the question is not valid: {exc}") from None
         else:
             form = dict(parse_qsl(raw.decode("utf-8", errors="replace"), max_num_fields=8))

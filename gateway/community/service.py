@@ -123,7 +123,7 @@ class CommunityService:
         view = await asyncio.to_thread(reader.read)
         for version in view.versions:
             await self.catalog.fetch(version.digest, version.uri)
-        in_force = await self.in_force()
+        await self.in_force()  # fetched for the page (and the dry-run form) before it is asked
         active = self._store.active
         targets = []
         for proposal in view.proposals:
@@ -133,7 +133,7 @@ class CommunityService:
             if files is not None and (active is None or proposal.digest != active.digest):
                 targets.append(Target(proposal.proposal_id, proposal.digest, files))
         if self.shadow is not None:
-            self.shadow.set_targets(targets if in_force is not None else [])
+            self.shadow.set_targets(targets)
         keep = {t.digest for t in targets} | ({active.digest} if active else set())
         await self.pool.keep_only(frozenset(keep))
         self.view, self.read_at = view, time.time()
