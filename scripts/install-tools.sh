@@ -7,8 +7,11 @@
 #   solc            the Solidity compiler and @openzeppelin/contracts, pinned by
 #                   contracts/package-lock.json (for scripts/compile-contracts.sh)
 #   opa geth helm promtool   Go programs, built with `go install` only when missing
+#   chromium        Debian's chromium, for the community page's browser tests (Playwright drives
+#                   /usr/bin/chromium; Playwright's own browser downloads are never used)
 # `make run` installs uv, opa and anvil; `make test` installs them all.
-# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc]   (default: all)
+# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc] [chromium]
+#        (default: all)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,8 +83,20 @@ install_uv() {
     echo "installed $("$BIN/uv" --version) into $BIN" >&2
 }
 
+install_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then return; fi
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        echo "warning: /usr/bin/chromium is missing (apt-get install chromium, as root):" \
+            "the community page's browser test will be skipped" >&2
+        return
+    fi
+    echo "installing chromium (apt-get)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+
 tools=("$@")
-if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc); fi
+if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc chromium); fi
 for tool in "${tools[@]}"; do
     "install_$tool"
 done
