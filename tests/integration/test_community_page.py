@@ -65,12 +65,16 @@ def opened_bundle(workdir: Path) -> Path:
     bundle = workdir / "proposal-open"
     shutil.copytree(ROOT / "policies", bundle)
     data_file = bundle / "agora" / "config" / "data.json"
-    data = json.loads(data_file.read_text())
-    data["models"]["anonymous"].append("demo-large")
-    data["deny_patterns"].append(
-        {"id": "secret-word", "description": "the secret word", "pattern": f"(?i){SECRET_WORD}"}
-    )
-    data_file.write_text(json.dumps(data, indent=2) + "\n")
+    text = data_file.read_text()
+    # Edited as text, the way a proposer edits it, so that the diff shows only the change.
+    text = text.replace('"anonymous": ["demo-small", "demo-embed"]',
+                        '"anonymous": ["demo-small", "demo-embed", "demo-large"]')  # fmt: skip
+    pattern = {"id": "secret-word", "description": "the secret word", "pattern": SECRET_WORD}
+    head, tail = text.rsplit("}\n  ]", 1)
+    text = f"{head}}},\n    {json.dumps(pattern)}\n  ]{tail}"
+    data = json.loads(text)
+    assert "demo-large" in data["models"]["anonymous"] and data["deny_patterns"][-1] == pattern
+    data_file.write_text(text)
     return bundle
 
 
@@ -244,7 +248,8 @@ def test_the_proposals_and_versions_are_read_from_the_chain(stack: Stack) -> Non
     ).json()
     changed = [f for f in diff["files"] if f["change"] != "unchanged"]
     assert [f["path"] for f in changed] == ["agora/config/data.json"]
-    assert any('"demo-large"' in line and line.startswith("+") for line in changed[0]["lines"])
+    added = [line for line in changed[0]["lines"] if line.startswith("+")][1:]  # not +++
+    assert len(added) == 3 and '"demo-large"' in added[0] and "secret-word" in added[2]
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
@@ -275,6 +280,8 @@ def test_the_page_in_a_browser(stack: Stack, traffic: list[int], tmp_path: Path)
                 row = page.locator("#by-group tr").filter(has_text=group)
                 expect(row.locator("td").nth(2)).to_have_text(str(counts["denied"]))
             page.screenshot(path=str(shots / "community-page.png"), full_page=True)
+            for section in ("in-force", "proposals", "decisions", "impact"):
+                page.locator(f"#{section}").screenshot(path=str(shots / f"section-{section}.png"))
 
             page.fill("#dr-model", "demo-large")
             page.fill("#dr-message", "Hello")
@@ -283,7 +290,7 @@ def test_the_page_in_a_browser(stack: Stack, traffic: list[int], tmp_path: Path)
             expect(page.locator("#verdict-in_force .decision")).to_have_text("Denied")
             expect(page.locator("#verdict-proposal .decision")).to_have_text("Allowed")
             expect(page.locator("#verdict-in_force")).to_contain_text("caller is anonymous")
-            page.screenshot(path=str(shots / "community-dry-run.png"), full_page=True)
+            page.locator("#dry-run").screenshot(path=str(shots / "section-dry-run.png"))
         finally:
             browser.close()
     # The dry run wrote nothing to the decision log.
