@@ -2,8 +2,9 @@
 
 Read from the bundle's own files, nothing else: the first comment block of each
 Rego file (what its rules are for), the reason sentences its deny rules give
-(the ``sprintf`` templates and string messages, ``%s``/``%v`` standing for the
-request's values), and every ``data.json`` turned into tables (model lists,
+(``sprintf`` templates, ``msg := "..."`` and ``contains "..."`` messages, with
+``%s``/``%v`` standing for the request's values; a template of fewer than three
+words is a label, not a reason), and every ``data.json`` turned into tables (model lists,
 caps, patterns). Tests (``*_test.rego``, ``tests/``) are left out.
 """
 
@@ -17,8 +18,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 _SPRINTF = re.compile(r'sprintf\(\s*"((?:[^"\\]|\\.)*)"')
-_MESSAGE = re.compile(r'\bmsg\s*:?=\s*"((?:[^"\\]|\\.)*)"')
+_MESSAGE = re.compile(r'\b(?:msg\s*:?=|contains)\s*"((?:[^"\\]|\\.)*)"')
 _PACKAGE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
+_VERB = re.compile(r"%[-+# 0-9.]*[a-zA-Z]")
+_WORD = re.compile(r"[A-Za-z]{2,}")
+MIN_WORDS = 3
+"""A reason is a sentence: a template with fewer words (``"%s: %s"``, a label) is not one."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ def _rule_file(path: str, text: str) -> RuleFile:
     for pattern in (_SPRINTF, _MESSAGE):
         for match in pattern.finditer(text):
             reason = match.group(1).replace('\\"', '"')
-            if " " in reason and reason not in reasons:
+            words = _WORD.findall(_VERB.sub(" ", reason))
+            if len(words) >= MIN_WORDS and reason not in reasons:
                 reasons.append(reason)
     return RuleFile(
         path=path,

@@ -34,3 +34,14 @@ def test_data_becomes_settings_mappings_and_lists_of_objects() -> None:
     assert tables["cfg: settings"].rows == (("max_choices", "8"), ("empty", "(none)"))
     assert tables["cfg: models"].rows == (("anonymous", "a, b"), ("groups.x", "g"))
     assert tables["cfg: rules"].rows == (("r1", "p"), ("r2", "null"))
+
+
+def test_reasons_are_sentences_from_sprintf_msg_and_contains() -> None:
+    rego = (
+        b'package p\n\n# What p is for.\nlabel(x) := sprintf("%s: %s", [x, x])\n'
+        b'violation contains "streams are closed to everyone" if { true }\n'
+        b'violation contains msg if { msg := sprintf("model %s is closed", [input.model]) }\n'
+    )
+    (rule_file,) = readable({"p/r.rego": rego, "p/r_test.rego": rego}).rule_files
+    assert rule_file.summary == "What p is for."
+    assert rule_file.reasons == ("model %s is closed", "streams are closed to everyone")
