@@ -77,7 +77,7 @@ class FigureTally:
         if record.get("event", "decision") != "decision":
             return
         self.add(
-            time=record["time"],
+            hour=record["time"][:13],
             version=record["policy"]["version"],
             allow=bool(record["allow"]),
             status=record["status"],
@@ -88,18 +88,17 @@ class FigureTally:
     def add(
         self,
         *,
-        time: str,
+        hour: str,
         version: int | None,
         allow: bool,
         status: int | None,
         reasons: Sequence[str],
         group: str | None,
     ) -> None:
-        """Count one decision, given its members."""
+        """Count one decision, given its members; ``hour`` is its UTC time's ``2026-01-31T12``."""
         label: OutcomeLabel = outcome(allow, status)
         self._decisions += 1
-        hour = self._bounded(self._hours, time[:13])
-        by_version = self._hours.setdefault(hour, {})
+        by_version = self._hours.setdefault(self._bounded(self._hours, hour), {})
         self._bump(by_version.setdefault(version_key(version), _zero()), label)
         group_key = self._bounded(self._groups, group or NO_GROUP)
         self._bump(self._groups.setdefault(group_key, _zero()), label)

@@ -88,7 +88,7 @@ def test_cli_prints_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_groups_beyond_the_bound_count_as_other() -> None:
     tally = FigureTally()
     for i in range(MAX_KEYS + 5):
-        tally.add(time="2025-01-01T00", version=1, allow=True, status=None, reasons=[],
+        tally.add(hour="2025-01-01T00", version=1, allow=True, status=None, reasons=[],
                   group=f"g{i}")  # fmt: skip
     groups = tally.snapshot()["by_group"]
     assert len(groups) == MAX_KEYS + 1 and groups[OTHER]["total"] == 5
