@@ -38,6 +38,10 @@ from gateway.redaction import redact_input
 
 logger = logging.getLogger("agora.shadow")
 
+RETRY_S = 60.0
+"""A bundle whose OPA did not start (invalid Rego, say) is not started again for this long:
+each sampled request would otherwise spawn a process."""
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -68,13 +72,16 @@ class ShadowOpa:
         self._workdir = tempfile.TemporaryDirectory(prefix="agora-shadow-")
         root = Path(self._workdir.name) / "bundle"
         await asyncio.to_thread(_write_files, root, self._files)
-        self._process = await asyncio.create_subprocess_exec(
-            self._binary, "run", "--server", "--addr", f"127.0.0.1:{self.port}",
-            "--bundle", str(root), "--log-level", "error", "--skip-version-check",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        log = Path(self._workdir.name) / "opa.log"
+        output = await asyncio.to_thread(log.open, "wb")
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                self._binary, "run", "--server", "--addr", f"127.0.0.1:{self.port}",
+                "--bundle", str(root), "--log-level", "error", "--skip-version-check",
+                stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
+            )  # fmt: skip
+        finally:
+            output.close()  # the child keeps its own copy
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.returncode is not None:
@@ -84,8 +91,9 @@ class ShadowOpa:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.1)
+        said = await asyncio.to_thread(_tail, log)
         await self.stop()
-        raise RuntimeError("the shadow OPA did not start (is the bundle valid Rego?)")
+        raise RuntimeError(f"the shadow OPA did not start: {said or 'no answer'}")
 
     async def decide(
         self, session: aiohttp.ClientSession, document: Mapping[str, Any], timeout_s: float
@@ -124,6 +132,15 @@ def _write_files(root: Path, files: Mapping[str, bytes]) -> None:
         target.write_bytes(content)
 
 
+def _tail(log: Path, limit: int = 300) -> str:
+    """The end of what OPA said (a compile error names the file and line)."""
+    try:
+        text = log.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return text[-limit:]
+
+
 def to_verdict(result: Any) -> Verdict:
     """A decision document as the gateway reads it (engine.py): a bad shape is a deny."""
     if not isinstance(result, dict) or not isinstance(result.get("allow"), bool):
@@ -145,6 +162,8 @@ class ShadowPool:
         self._timeout_s = timeout_ms / 1000
         self._running: dict[str, ShadowOpa] = {}
         self._starting: dict[str, asyncio.Task[ShadowOpa]] = {}
+        self._failed: dict[str, tuple[float, str]] = {}
+        """Bundles whose OPA did not start, and why: not tried again for ``RETRY_S``."""
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -183,6 +202,9 @@ class ShadowPool:
         running = self._running.get(digest)
         if running is not None:
             return running
+        failed = self._failed.get(digest)
+        if failed is not None and time.monotonic() - failed[0] < RETRY_S:
+            raise RuntimeError(failed[1])
         task = self._starting.get(digest)
         if task is None:
             if len(self._running) + len(self._starting) >= self._max:
@@ -199,8 +221,12 @@ class ShadowPool:
         opa = ShadowOpa(self._binary, files, self._decision_path)
         try:
             await opa.start(self._session)
+        except (RuntimeError, OSError) as exc:
+            self._failed[digest] = (time.monotonic(), str(exc))
+            raise
         finally:
             self._starting.pop(digest, None)
+        self._failed.pop(digest, None)
         self._running[digest] = opa
         return opa
 
