@@ -223,6 +223,7 @@ def decisions(gateway: Gateway) -> dict[str, Any]:
         "figures": counts.figures(),
         "log": {"count": writer.count, "head": writer.head_hash},
         "check": f"{STATS_COMMAND} {gateway.settings.decision_log.path}",
+        "check_counts": f"agora log stats {gateway.settings.decision_log.path}",
     }
 
 
