@@ -83,6 +83,14 @@ def quickstart_config(
             "confirmations": 1,
             "poll_s": 1.0,
         },
+        # The community page shows this governor's proposals, and judges every request
+        # by the open ones too (a demo's traffic is small: sample all of it).
+        "community": {
+            "governor": deployment.governor,
+            "from_block": deployment.block_number,
+            "poll_s": 2.0,
+            "shadow": {"sample_rate": 1.0},
+        },
         "auth": {
             "required": False,
             "issuer": ISSUER,
@@ -230,6 +238,9 @@ Agora is running: gateway {base}, enforcing the policy ratified on the dev chain
 (configuration: {WORKDIR / "agora.yaml"}). Decisions are logged to decisions.jsonl,
 callers as HMAC-SHA256 of their sub keyed with {CALLER_KEY_FILE} (or
 ${CALLER_KEY_ENV} when set). Press Ctrl-C to stop.
+
+The community page (the policy in force, proposals and their diffs, decision
+figures, what open proposals would change): {base}/community
 
 Allowed (anonymous callers may use demo-small):
   curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\

@@ -87,6 +87,14 @@ def test_the_gateway_reads_the_chain_like_an_operator_configures_it(
     assert ready.status_code == 200
 
 
+def test_the_community_page_shows_the_ratified_version(quickstart: Quickstart) -> None:
+    assert f"{quickstart.url}/community" in quickstart.printed
+    page = httpx.get(f"{quickstart.url}/community", timeout=10)
+    assert page.status_code == 200 and 'id="proposal-table"' in page.text
+    versions = httpx.get(f"{quickstart.url}/transparency/versions", timeout=10).json()
+    assert [v["version"] for v in versions["versions"]] == [1]
+
+
 def test_agora_gov_status_shows_version_1_ratified(quickstart: Quickstart) -> None:
     exports = dict(re.findall(r"export (AGORA_\w+)=(\S+)", quickstart.printed))
     assert {"AGORA_RPC_URL", "AGORA_GOV_DEPLOYMENT", "AGORA_GOV_PRIVATE_KEY"} <= set(exports), (
