@@ -135,7 +135,9 @@ async def enforce(request: Request) -> Response:
         outcome.input_document = input_document
         if gateway.community is not None and gateway.community.shadow is not None:
             # Sampled for the open proposals, judged later in the background: never waited for.
-            gateway.community.shadow.offer(input_document, decision.allow, decision.reasons)
+            gateway.community.shadow.offer(
+                input_document, decision.allow, decision.reasons, len(raw_body)
+            )
         headers.update(
             decision_headers(decision_id, decision.version.version, decision.version.digest)
         )

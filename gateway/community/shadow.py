@@ -38,6 +38,8 @@ from gateway.redaction import redact_input
 
 logger = logging.getLogger("agora.shadow")
 
+MAX_QUEUED_BYTES = 32 * 2**20
+"""Request bodies held by the shadow's queue at most: samples beyond it are dropped."""
 RETRY_S = 60.0
 """A bundle whose OPA did not start (invalid Rego, say) is not started again for this long:
 each sampled request would otherwise spawn a process."""
@@ -322,6 +324,7 @@ class Target:
 class _Sample:
     document: Mapping[str, Any]
     verdict: Verdict
+    size: int
 
 
 class ShadowEvaluator:
@@ -348,6 +351,7 @@ class ShadowEvaluator:
         self.impacts: dict[str, Impact] = {}
         self.sampled = 0
         self.dropped = 0
+        self._queued_bytes = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -374,19 +378,28 @@ class ShadowEvaluator:
                 impact.examples = deque(maxlen=self._config.examples)
                 self.impacts[target.proposal_id] = impact
 
-    def offer(self, document: Mapping[str, Any], allow: bool, reasons: list[str]) -> bool:
+    def offer(
+        self, document: Mapping[str, Any], allow: bool, reasons: list[str], size: int = 0
+    ) -> bool:
         """Sample one decided request for shadow judging; never blocks, never raises.
 
-        True when it was queued. The caller must not change ``document`` afterwards.
+        ``size`` is the request body's, in bytes: the queue holds at most
+        ``MAX_QUEUED_BYTES`` of bodies besides its ``queue_size``, so that large
+        requests cannot pile up in memory. True when it was queued. The caller
+        must not change ``document`` afterwards.
         """
         if not self._targets or self._task is None or self._rng() >= self._config.sample_rate:
             return False
         self.sampled += 1
+        if self._queued_bytes + size > MAX_QUEUED_BYTES:
+            self.dropped += 1
+            return False
         try:
-            self._queue.put_nowait(_Sample(document, Verdict(allow, tuple(reasons))))
+            self._queue.put_nowait(_Sample(document, Verdict(allow, tuple(reasons)), size))
         except asyncio.QueueFull:
             self.dropped += 1
             return False
+        self._queued_bytes += size
         return True
 
     async def drain(self) -> None:
@@ -401,6 +414,7 @@ class ShadowEvaluator:
             except Exception:  # a shadow fault must never stop the loop
                 logger.exception("shadow judging failed")
             finally:
+                self._queued_bytes -= sample.size
                 self._queue.task_done()
 
     async def _judge(self, sample: _Sample) -> None:

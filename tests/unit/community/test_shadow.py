@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.community.shadow import Impact, ShadowEvaluator, ShadowPool, Target, Verdict
+from gateway.community.shadow import (
+    MAX_QUEUED_BYTES,
+    Impact,
+    ShadowEvaluator,
+    ShadowPool,
+    Target,
+    Verdict,
+)
 from gateway.config import Shadow
 
 
@@ -112,3 +119,17 @@ def test_an_unanswered_shadow_question_is_an_error_not_a_flip() -> None:
     impact = Impact("1", "sha256:" + "c" * 64)
     impact.count(Verdict(True), Verdict(False, error="OPA did not answer"), "(none)", dict)
     assert (impact.errors, impact.compared, impact.would_deny) == (1, 0, 0)
+
+
+async def test_large_bodies_are_bounded_in_bytes_not_only_in_count() -> None:
+    shadow = evaluator(1.0, [0.0] * 4)
+    await shadow.start()
+    try:
+        half = MAX_QUEUED_BYTES // 2
+        sizes = [half, half, 1]
+        assert [shadow.offer(document("small"), True, [], s) for s in sizes] == [True, True, False]
+        await shadow.drain()
+        assert shadow.offer(document("small"), True, [], half)  # room again once judged
+        await shadow.drain()
+    finally:
+        await shadow.stop()
