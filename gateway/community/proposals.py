@@ -24,6 +24,8 @@ from gateway.chain.errors import chain_errors, parse_address
 STATES = ("Pending", "Active", "Canceled", "Defeated", "Succeeded", "Queued", "Expired", "Executed")
 """OpenZeppelin's ``IGovernor.ProposalState``, in its order."""
 OPEN_STATES = frozenset({"Pending", "Active", "Succeeded", "Queued"})
+FINAL_STATES = frozenset({"Canceled", "Defeated", "Expired", "Executed"})
+"""States a proposal never leaves: read once, then kept."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class ChainReader:
             )
         )
         self._decimals: int | None = None
+        self._final: dict[int, ProposalView] = {}
+        self._block_times: dict[int, int] = {}
 
     def read(self) -> ChainView:
         """Everything the page shows from the chain; ChainError on any failure."""
@@ -127,6 +131,8 @@ class ChainReader:
         assert governor is not None
         args: dict[str, Any] = dict(log["args"])
         pid = int(args["proposalId"])
+        if pid in self._final:
+            return self._final[pid]
         calls = governor.functions
         with chain_errors(f"reading proposal {pid}"):
             state = STATES[int(calls.state(pid).call())]
@@ -136,7 +142,7 @@ class ChainReader:
             quorum = int(calls.quorum(snapshot).call())
             eta = int(calls.proposalEta(pid).call())
         digest, uri = self._ratification(args["targets"], args["calldatas"])
-        return ProposalView(
+        view = ProposalView(
             proposal_id=str(pid),
             proposer=Web3.to_checksum_address(args["proposer"]),
             description=str(args["description"]),
@@ -153,6 +159,9 @@ class ChainReader:
             transaction=_hex(log["transactionHash"]),
             eta=eta,
         )
+        if state in FINAL_STATES:
+            self._final[pid] = view
+        return view
 
     def _ratification(
         self, targets: list[str], calldatas: list[bytes]
@@ -182,8 +191,10 @@ class ChainReader:
         return f"{whole}.{fraction}" if fraction else str(whole)
 
     def _block_time(self, number: int) -> int:
-        """The block's timestamp (call inside ``chain_errors``)."""
-        return int(self._w3.eth.get_block(number)["timestamp"])
+        """The block's timestamp (call inside ``chain_errors``); a ratification's is read once."""
+        if number not in self._block_times:
+            self._block_times[number] = int(self._w3.eth.get_block(number)["timestamp"])
+        return self._block_times[number]
 
 
 def _hex(value: bytes | str) -> str:
