@@ -17,6 +17,7 @@ from gateway.config.sections import (
     Limits,
     Listen,
     Policy,
+    Response,
     Upstream,
     UpstreamTimeouts,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Limits",
     "Listen",
     "Policy",
+    "Response",
     "Settings",
     "Upstream",
     "UpstreamTimeouts",

@@ -31,6 +31,7 @@ from gateway.config.sections import (
     Limits,
     Listen,
     Policy,
+    Response,
     Upstream,
     _Strict,
 )
@@ -59,6 +60,7 @@ class Settings(_Strict):
     limits: Limits = Limits()
     admin: Admin = Admin()
     bundle_service: BundleService = BundleService()
+    response: Response = Response()
     header_allowlist: Annotated[
         list[str],
         Field(

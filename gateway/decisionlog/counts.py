@@ -58,6 +58,7 @@ class DecisionCounts:
             digest=entry.policy_digest,
             allow=entry.allow,
             status=entry.status,
+            answer=str(entry.response["outcome"]) if entry.response is not None else None,
         )
 
     def snapshot(self, count: int, head: str | None) -> LogStats:
