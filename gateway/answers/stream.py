@@ -82,14 +82,14 @@ class AnswerStream:
     async def feed(self, chunk: bytes) -> Sequence[bytes]:
         piece, chars = self._read(self._splitter.feed(chunk))
         if self._judge is None:
-            return (piece,)
+            return [piece]
         return await self._checkpoint(self._judge, piece, chars)
 
     async def end(self) -> Sequence[bytes]:
         rest = self._splitter.rest()
         judge = self._judge
         if judge is None or judge.verdict.final:
-            return (rest,)
+            return [rest]
         await self._settle(judge)
         self._held.append((rest, 0))
         await self._ask(judge, judge.snapshot(final=True), self._chars)
@@ -123,7 +123,7 @@ class AnswerStream:
         verdict = judge.verdict
         if verdict.final:  # judged whole already: whatever follows is not the answer's text
             verdict.chars_sent += chars
-            return (piece,)
+            return [piece]
         ended = judge.answer.ended
         if not verdict.holdback:
             await self._settle(judge)
@@ -132,14 +132,14 @@ class AnswerStream:
                 if self._chars - self._asked_at >= self._every:
                     self._due = (judge.snapshot(final=False), self._chars)
                     self._asked_at = self._chars
-                return (piece,)
+                return [piece]
         elif not ended and not self._held and chars == 0:
-            return (piece,)  # nothing new to judge and nothing waiting before it
+            return [piece]  # nothing new to judge and nothing waiting before it
         self._held.append((piece, chars))
         if ended or self._chars - self._asked_at >= self._every:
             await self._ask(judge, judge.snapshot(final=ended), self._chars)
             return self._release(judge)
-        return ()
+        return []
 
     async def _settle(self, judge: AnswerJudge) -> None:
         """Holdback off: make the judgment that fell due after the last piece went out."""
