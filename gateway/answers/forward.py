@@ -57,7 +57,7 @@ class ResponsePolicy:
     async def respond(
         self,
         upstream: aiohttp.ClientResponse,
-        judge: AnswerJudge,
+        judge: AnswerJudge | None,
         headers: dict[str, str],
         decision_id: str,
         started_ns: int,
@@ -65,7 +65,9 @@ class ResponsePolicy:
         total_s: float,
         stages: Sequence[Stage] = (),
     ) -> Response:
-        """The caller's response to an answer that response policy judges."""
+        """The caller's response to an answer that response policy (``judge``), or ``stages``
+        alone (with no judge), read on its way; without either, use ProxyResponse directly.
+        """
         if upstream.status != 200:
             return ProxyResponse(upstream, headers, started_ns, on_complete, total_s)  # type: ignore[return-value]
         if upstream.content_type == "text/event-stream":
@@ -77,41 +79,49 @@ class ResponsePolicy:
                 return ProxyResponse(  # type: ignore[return-value]
                     upstream, headers, started_ns, on_complete, total_s, body_filter
                 )
+        deadline_s = started_ns / 1e9 + total_s
         return await self._whole(
-            upstream, judge, headers, decision_id, started_ns, on_complete, stages
+            upstream, judge, headers, decision_id, started_ns, deadline_s, on_complete, stages
         )
 
     async def _whole(
         self,
         upstream: aiohttp.ClientResponse,
-        judge: AnswerJudge,
+        judge: AnswerJudge | None,
         headers: dict[str, str],
         decision_id: str,
         started_ns: int,
+        deadline_s: float,
         on_complete: OnComplete,
         stages: Sequence[Stage],
     ) -> Response:
         """Read, judge, then answer: the upstream's bytes, or a policy_denied error."""
         response: Response
+        decision: Decision | None = None
         try:
             try:
-                raw = await read_answer(upstream, self._config.max_body_bytes)
-                doc = parse_answer(raw)
-                for stage in stages:
-                    stage.observe_body(doc)
+                remaining_s = max(deadline_s - time.perf_counter_ns() / 1e9, 0)
+                raw = await read_answer(upstream, self._config.max_body_bytes, remaining_s)
+            except BaseException:
+                upstream.close()
+                raise
+            upstream.release()
+            doc = parse_answer(raw)
+            for stage in stages:
+                stage.observe_body(doc)
+            if judge is not None:
                 judge.answer.add_body(doc)
                 judge.answer.ended = True
                 decision = await judge.judge(judge.snapshot(final=True), len(judge.answer.text))
-            finally:
-                upstream.close()
         except AgoraError as exc:
-            if isinstance(exc, (PolicyUnavailable, AnswerUnjudgeable)):
+            if judge is not None and isinstance(exc, (PolicyUnavailable, AnswerUnjudgeable)):
                 judge.verdict.failed = str(exc)
             response = error_for(exc, headers, decision_id=decision_id)
             await on_complete(_ended(started_ns, response.status_code, _reason(exc)))
             return response
-        if decision.allow:
-            judge.verdict.chars_sent = judge.verdict.chars_judged
+        if decision is None or decision.allow:
+            if judge is not None:
+                judge.verdict.chars_sent = judge.verdict.chars_judged
             response = Response(raw, status_code=200)
             response.raw_headers = relayed_headers(upstream, headers)
             await on_complete(_ended(started_ns, 200, "complete"))

@@ -8,6 +8,7 @@ judged, and is refused: fail closed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -16,8 +17,10 @@ import aiohttp
 from gateway.exceptions import AnswerUnjudgeable, UpstreamError, UpstreamTimeout
 
 
-async def read_answer(upstream: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """The upstream's whole body; AnswerUnjudgeable beyond ``max_bytes`` or if compressed."""
+async def read_answer(upstream: aiohttp.ClientResponse, max_bytes: int, timeout_s: float) -> bytes:
+    """The upstream's whole body within ``timeout_s`` (what is left of ``timeout.total``);
+    AnswerUnjudgeable beyond ``max_bytes`` or if compressed.
+    """
     encoding = upstream.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise AnswerUnjudgeable(f"the upstream's answer is compressed ({encoding}); not judged")
@@ -30,11 +33,12 @@ async def read_answer(upstream: aiohttp.ClientResponse, max_bytes: int) -> bytes
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in upstream.content.iter_any():
-            size += len(chunk)
-            if size > max_bytes:
-                raise too_large
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in upstream.content.iter_any():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise too_large
+                chunks.append(chunk)
     except TimeoutError as exc:
         raise UpstreamTimeout("the upstream's answer did not arrive in time") from exc
     except aiohttp.ClientError as exc:

@@ -145,6 +145,8 @@ def test_violating_stream_is_cut_at_the_first_checkpoint_after_the_violation(
     found = records(gateway.decision_log, decision_id, {"decision", "response", "outcome"})
     by_event = {r.get("event", "decision"): r for r in found}
     assert by_event["decision"]["allow"] is True
+    # Request-side obligations still hold: the anonymous caller's output cap was applied.
+    assert by_event["decision"]["obligations"] == {"max_tokens": 256}
     answer = by_event["response"]
     assert answer["allow"] is False
     assert answer["reasons"] == last["error"]["reasons"]
