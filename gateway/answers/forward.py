@@ -112,7 +112,7 @@ class ResponsePolicy:
             if judge is not None:
                 judge.answer.add_body(doc)
                 judge.answer.ended = True
-                decision = await judge.judge(judge.snapshot(final=True), len(judge.answer.text))
+                decision = await judge.judge(judge.snapshot(final=True), judge.answer.chars)
         except AgoraError as exc:
             if judge is not None and isinstance(exc, (PolicyUnavailable, AnswerUnjudgeable)):
                 judge.verdict.failed = str(exc)

@@ -52,6 +52,16 @@ class Answer(ABC):
         return "\n\n".join("".join(self._texts[i]) for i in sorted(self._texts))
 
     @property
+    def chars(self) -> int:
+        """Characters of answer: text, tool names and arguments (what checkpoints count)."""
+        texts = sum(len(piece) for pieces in self._texts.values() for piece in pieces)
+        calls = sum(
+            len(c["function"]["name"] or "") + len(c["function"]["arguments"] or "")
+            for c in self._calls.values()
+        )
+        return texts + calls
+
+    @property
     def tool_calls(self) -> list[dict[str, Any]]:
         return [self._calls[key] for key in sorted(self._calls)]
 

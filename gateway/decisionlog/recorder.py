@@ -216,12 +216,14 @@ class DecisionRecorder:
 
         ``verdict`` says what was judged and what reached the caller; ``status``
         is the status the caller got. Nothing is recorded for an answer no
-        checkpoint judged (the caller left first).
+        checkpoint judged (the caller left first), unless it failed closed
+        before one could (an answer too large, or not JSON): then the record's
+        ``input_sha256`` is the request's.
         """
-        if verdict.checkpoints == 0 or verdict.document is None:
+        if verdict.checkpoints == 0 and verdict.failed is None:
             return
         label = verdict.outcome
-        version = verdict.version
+        version = verdict.version or (outcome.decision.version if outcome.decision else None)
         self._metrics.answer_decisions.labels(
             label, outcome.facts.api, str(version.version) if version else "none"
         ).inc()
@@ -230,11 +232,12 @@ class DecisionRecorder:
         reasons = [verdict.failed] if verdict.failed is not None else verdict.reasons
         try:
             document = verdict.document
-            digest = (
-                await asyncio.to_thread(input_sha256, document)
-                if costly_to_encode(document)
-                else input_sha256(document)
-            )
+            if document is None:
+                digest = await self._input_hash(outcome)
+            elif costly_to_encode(document):
+                digest = await asyncio.to_thread(input_sha256, document)
+            else:
+                digest = input_sha256(document)
             entry = DecisionEntry(
                 decision_id=outcome.decision_id,
                 time=datetime.now(UTC),

@@ -296,3 +296,36 @@ def test_opa_stopped_mid_stream_ends_the_stream_with_an_error(
     found = records(gateway.decision_log, decision_id, {"response", "outcome"})
     answer = next(r for r in found if r.get("event") == "response")
     assert answer["allow"] is False and answer["response"]["outcome"] == "failed_closed"
+
+
+# --- no response rule, bounds ----------------------------------------------------------------
+
+
+def test_a_bundle_without_the_response_path_judges_no_answer(start_gateway: StartGateway) -> None:
+    gateway = start_gateway(
+        policy={
+            "bundle": "policies", "opa": "managed", "version": 1, "timeout_ms": 1000,
+            "response_path": "agora/no_such_rules",
+        }
+    )  # fmt: skip
+    response = post_stream(gateway, script(VIOLATING[:4]), "/v1/chat/completions", CHAT)
+    assert streamed_text(response.content) == "".join(VIOLATING[:4])
+    assert response.content.endswith(b"data: [DONE]\n\n")
+    decision_id = response.headers["x-agora-decision-id"]
+    found = records(gateway.decision_log, decision_id, {"decision", "outcome"})
+    assert [r.get("event") for r in found] == ["decision", "outcome"]
+
+
+def test_a_whole_answer_over_the_bound_is_not_sent(start_gateway: StartGateway) -> None:
+    gateway = start_gateway(response={"max_body_bytes": 300})
+    with gateway.client() as client:
+        response = client.post("/v1/chat/completions", json=CHAT, headers=script(["y" * 400]))
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "answer_unjudgeable"
+    assert "y" * 50 not in response.text
+    decision_id = response.headers["x-agora-decision-id"]
+    found = records(gateway.decision_log, decision_id, {"response", "outcome"})
+    answer = next(r for r in found if r.get("event") == "response")
+    assert (answer["allow"], answer["status"]) == (False, 502)
+    assert answer["response"]["outcome"] == "failed_closed"
+    assert "max_body_bytes" in answer["reasons"][0]

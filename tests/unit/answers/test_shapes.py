@@ -41,6 +41,7 @@ def test_streamed_chat_text_and_tool_call_argument_deltas() -> None:
         answer.add_event(None, {"choices": [], "usage": {"total_tokens": 9}}),
     ]
     assert added == [0, 3, 2, 8, 4, 0, 0]
+    assert answer.chars == sum(added)
     document = answer.document(final=False)
     assert document == {
         "text": "Hello",
