@@ -6,8 +6,8 @@ input"). An :class:`Answer` reads either form and gives policy one shape,
 
     text           the assistant's text so far (choices in index order, joined
                    by a blank line when there are several)
-    texts          the same text and each tool call's arguments, normalised as
-                   request texts are (gateway.request.body.normalise)
+    texts          each choice's text and each tool call's arguments, normalised
+                   as request texts are (gateway.request.body.normalise)
     tool_calls     [{"id", "type", "function": {"name", "arguments"}}], in order
     finish_reason  why the answer ended (``stop``, ``length``, ``tool_calls``...;
                    for the Responses API its status), or null while it runs
@@ -67,10 +67,15 @@ class Answer(ABC):
 
     def document(self, final: bool) -> dict[str, Any]:
         """``input.response`` for policy."""
-        text, calls = self.text, self.tool_calls
+        calls = self.tool_calls
+        choices = ["".join(self._texts[i]) for i in sorted(self._texts)]
         return {
-            "text": text,
-            "texts": [normalise(text), *(normalise(c["function"]["arguments"]) for c in calls)],
+            "text": "\n\n".join(choices),
+            # One text per choice: a term is never found across two choices.
+            "texts": [
+                *map(normalise, choices),
+                *(normalise(c["function"]["arguments"]) for c in calls),
+            ],
             "tool_calls": calls,
             "finish_reason": self.finish_reason,
             "final": final,

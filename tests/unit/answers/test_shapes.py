@@ -64,6 +64,7 @@ def test_several_choices_are_all_judged() -> None:
     answer.add_event(None, chat_chunk({"content": "second"}, index=1))
     answer.add_event(None, chat_chunk({"content": "first"}, index=0))
     assert answer.text == "first\n\nsecond"
+    assert answer.document(final=True)["texts"] == ["first", "second"]
 
 
 def test_whole_chat_answer_with_parts_and_refusal() -> None:
