@@ -19,8 +19,9 @@ Each gateway: managed OPA, the default bundle, decision log ``durability:
 batch``, anonymous callers. Latency: ``--requests`` streams one after another,
 median and p90 of the time to the first byte of answer text (not the role
 chunk) and of the whole stream. Throughput: ``--concurrency`` streams at once
-for ``--duration`` seconds, completed streams per second. Nothing here asserts
-a timing.
+for ``--duration`` seconds, completed streams per second, and the streams that
+failed, by reason (an HTTP status, or the type of the error event that ended
+the stream). Nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +47,7 @@ import proxy_overhead as po
 
 MODES = ("direct", "no-rules", "holdback", "no-holdback")
 FIRST_TEXT = re.compile(rb'"content": "[^"]')
+ERROR_TYPE = re.compile(rb'"error": ?\{.*?"type": ?"([a-z_]+)"')
 BODY = {
     "model": "demo-small",
     "messages": [{"role": "user", "content": "Tell me a long story."}],
@@ -58,7 +61,7 @@ class Result:
     ttft_ms: list[float]
     total_ms: list[float]
     streams_per_s: float
-    failures: int
+    failures: Counter[str]
 
 
 def start_model(workdir: Path) -> po.Server:
@@ -107,9 +110,10 @@ async def one_stream(
         async for chunk in response.content.iter_any():
             if first is None and FIRST_TEXT.search(tail + chunk):
                 first = time.perf_counter()
-            tail = chunk[-32:]
+            tail = (tail + chunk)[-1024:]
     if first is None or not tail.endswith(b"data: [DONE]\n\n"):
-        raise RuntimeError("the stream did not end with [DONE]")
+        error = ERROR_TYPE.search(tail)
+        raise RuntimeError(error.group(1).decode() if error else "no [DONE]")
     return (first - started) * 1000, (time.perf_counter() - started) * 1000
 
 
@@ -119,7 +123,7 @@ async def measure(mode: str, url: str, args: argparse.Namespace) -> Result:
     url += "/v1/chat/completions"
     ttft: list[float] = []
     total: list[float] = []
-    failures = 0
+    failures: Counter[str] = Counter()
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(3):  # warm-up
@@ -132,13 +136,13 @@ async def measure(mode: str, url: str, args: argparse.Namespace) -> Result:
         deadline = time.perf_counter() + args.duration
 
         async def worker() -> None:
-            nonlocal done, failures
+            nonlocal done
             while time.perf_counter() < deadline:
                 try:
                     await one_stream(session, url, headers)
                     done += 1
-                except (RuntimeError, aiohttp.ClientError):
-                    failures += 1
+                except (RuntimeError, aiohttp.ClientError) as exc:
+                    failures[str(exc) or type(exc).__name__] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
@@ -148,6 +152,13 @@ async def measure(mode: str, url: str, args: argparse.Namespace) -> Result:
 
 def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def _failures(failures: Counter[str]) -> str:
+    if not failures:
+        return "0"
+    shown = ", ".join(f"{reason} {n}" for reason, n in failures.most_common())
+    return f"{sum(failures.values())} ({shown})"
 
 
 def report(results: list[Result], args: argparse.Namespace) -> str:
@@ -166,7 +177,7 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
         lines.append(
             f"| {r.mode} | {statistics.median(r.ttft_ms):.1f} ms | {_p(r.ttft_ms, 90):.1f} ms "
             f"| {statistics.median(r.total_ms):.1f} ms | {_p(r.total_ms, 90):.1f} ms "
-            f"| {r.streams_per_s:.1f} | {r.failures} |"
+            f"| {r.streams_per_s:.1f} | {_failures(r.failures)} |"
         )
     return "\n".join(lines) + "\n"
 
