@@ -29,6 +29,7 @@ no ``[DONE]``); response policy not answering ends it with one of type
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ from gateway.upstream.pool import StreamCut
 from gateway.upstream.sse import SseEvent, SseSplitter
 
 DONE = "[DONE]"
+
+logger = logging.getLogger("agora.answers")
 
 
 class Stage(Protocol):
@@ -154,6 +157,7 @@ class AnswerStream:
         try:
             decision = await judge.judge(document, chars)
         except PolicyUnavailable as exc:
+            logger.warning("stream %s cut, failing closed: %s", self._decision_id, exc)
             judge.verdict.failed = str(exc)
             raise StreamCut(
                 "policy_unavailable",
