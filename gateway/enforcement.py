@@ -3,7 +3,8 @@
 Parse and bound the request (one canonical target, one parsed body),
 authenticate the caller, route by model, ask OPA, apply the decision's
 obligations, record the decision, then refuse (403/503) or forward and stream
-the upstream's answer, recording how it ended (docs/architecture.md).
+the upstream's answer (judged by response policy when the bundle in force has
+it: gateway.answers), recording how it ended (docs/architecture.md).
 """
 
 from __future__ import annotations
