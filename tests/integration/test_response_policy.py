@@ -275,7 +275,7 @@ def test_opa_stopped_mid_stream_ends_the_stream_with_an_error(
     start_gateway: StartGateway, sidecar: tuple[ExternalOpa, int]
 ) -> None:
     opa, gateway = with_sidecar(start_gateway, sidecar, timeout_ms=500)
-    chunks = ["clean text " * 4] * 40  # a checkpoint every chunk, 40 chunks 50 ms apart
+    chunks = ["clean text " * 4] * 80  # 44 characters each, 50 ms apart: about 4 s
     headers = {**script(chunks), "X-Demo-Delay-Ms": "50"}
     received = b""
     with (
