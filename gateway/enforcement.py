@@ -3,7 +3,8 @@
 Parse and bound the request (one canonical target, one parsed body),
 authenticate the caller, route by model, ask OPA, apply the decision's
 obligations, record the decision, then refuse (403/503) or forward and stream
-the upstream's answer, recording how it ended (docs/architecture.md).
+the upstream's answer (judged by response policy when the bundle in force has
+it: gateway.answers), recording how it ended (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ async def enforce(request: Request) -> Response:
         outcome.auth_ns = auth_done - started
         try:
             decision, input_document = await gateway.engine.decide(facts, caller, len(raw_body))
+            # Response policy: whether this version judges the answer (asked once per version).
+            judge = (
+                await gateway.answers.judge_for(api, decision, input_document, len(raw_body))
+                if decision.allow
+                else None
+            )
         except PolicyUnavailable as exc:
             logger.warning("failing closed: %s", exc)
             outcome.policy_ns = time.perf_counter_ns() - auth_done
@@ -174,13 +181,17 @@ async def enforce(request: Request) -> Response:
             return JSONResponse(listing, headers=headers)
         # A body judged as JSON goes out as JSON; an opaque one (another API's upload) as sent.
         opaque_type = request.headers.get("content-type") if raw_body else None
+        forward_headers = request.headers.items()
+        if judge is not None:  # an answer to judge must come uncompressed
+            forward_headers = [(n, v) for n, v in forward_headers if n != "accept-encoding"]
+            forward_headers.append(("accept-encoding", "identity"))
         forward_started = time.perf_counter_ns()
         try:
             upstream_response = await gateway.pool.open(
                 upstream,
                 request.method,
                 target.path_and_query,
-                request.headers.items(),
+                forward_headers,
                 forwarded.body,
                 content_type="application/json" if parsed is not None else opaque_type,
                 client=_client(request),
@@ -193,10 +204,17 @@ async def enforce(request: Request) -> Response:
         async def finished(stream: StreamOutcome) -> None:
             outcome.upstream_ns = stream.upstream_us * 1000
             status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
+            if judge is not None:
+                await gateway.recorder.answered(outcome, judge.verdict, status)
             await gateway.recorder.finished(
                 outcome, status, [] if stream.completed else [stream.reason]
             )
 
+        if judge is not None:
+            return await gateway.answers.respond(
+                upstream_response, judge, headers, decision_id, forward_started, finished,
+                upstream.timeout.total,
+            )  # fmt: skip
         return ProxyResponse(  # type: ignore[return-value]
             upstream_response, headers, forward_started, finished, upstream.timeout.total
         )

@@ -21,7 +21,8 @@ AgoraError
 ├── PolicyUnavailable      no decision: OPA down, slow, or no active policy (503)
 ├── ObligationRefused      an obligation of the decision cannot be met (403)
 ├── UpstreamError          the model upstream failed (502)
-│   └── UpstreamTimeout    the model upstream did not answer in time (504)
+│   ├── UpstreamTimeout    the model upstream did not answer in time (504)
+│   └── AnswerUnjudgeable  an answer to judge could not be read whole (502, fail closed)
 ├── ChainError             the governance chain cannot be read or written
 │   ├── ChainConflict      nodes disagree, or one contradicts itself
 │   └── InconsistentRegistry  a node's registry answers contradict each other
@@ -114,6 +115,10 @@ class UpstreamError(AgoraError):
 
 class UpstreamTimeout(UpstreamError):
     """The upstream model server did not answer within its timeout."""
+
+
+class AnswerUnjudgeable(UpstreamError):
+    """An answer that response policy must judge cannot be read whole (too large, not JSON)."""
 
 
 class ChainError(AgoraError):

@@ -42,6 +42,9 @@ LOG_RECORDS = "agora_decision_log_records"
 LOG_WRITE_ERRORS = "agora_decision_log_write_errors"
 LOG_ADMISSION_FAILURES = "agora_decision_log_admission_failures"
 LOG_SYNCS = "agora_decision_log_fsyncs"
+ANSWER_DECISIONS = "agora_answer_decisions"
+ANSWER_LATENCY = "agora_answer_decision_duration_seconds"
+ANSWER_CHARS_UNJUDGED = "agora_answer_chars_sent_unjudged"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -71,6 +74,24 @@ class GatewayMetrics:
             "Time from forwarding a request to the end of the upstream response.",
             ["upstream", "status"],
             buckets=_UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self.answer_decisions = Counter(
+            ANSWER_DECISIONS,
+            "Answers judged by response policy, by outcome (allowed, denied, failed_closed), "
+            "API and version; one per answer, whatever its number of checkpoints.",
+            ["outcome", "api", "policy_version"],
+            registry=self.registry,
+        )
+        self.answer_latency = Histogram(
+            ANSWER_LATENCY,
+            "Time to obtain one response-policy decision (one checkpoint) from OPA.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.answer_chars_unjudged = Counter(
+            ANSWER_CHARS_UNJUDGED,
+            "Characters of answer sent before any checkpoint judged them (response.holdback off).",
             registry=self.registry,
         )
         self.rejected = Counter(

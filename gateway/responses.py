@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from gateway.exceptions import (
     AgoraError,
+    AnswerUnjudgeable,
     AuthError,
     BodyTimeout,
     BodyTooLarge,
@@ -66,6 +67,7 @@ ANSWERS: dict[type[AgoraError], Answer] = {
     DecisionLogError: Answer(503, "decision_log_unavailable", "decision_log_unavailable"),
     UpstreamError: Answer(502, "upstream_error", "upstream_unavailable"),
     UpstreamTimeout: Answer(504, "upstream_error", "upstream_timeout"),
+    AnswerUnjudgeable: Answer(502, "upstream_error", "answer_unjudgeable"),
 }
 _INTERNAL = Answer(500, "internal_error", "internal_error")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from gateway.answers.forward import ResponsePolicy
 from gateway.auth import Authenticator
 from gateway.community.service import CommunityService
 from gateway.config import Settings
@@ -54,6 +55,8 @@ class Gateway:
     recorder: DecisionRecorder
     http: aiohttp.ClientSession
     large_bodies: LargeBodyGate
+    answers: ResponsePolicy
+    """Response policy: which answers are judged, and how they reach the caller."""
     watcher: RatificationWatcher | None = None
     community: CommunityService | None = None
     """The community page's worker (chain reading, bundles, shadow); None when switched off."""
@@ -79,18 +82,20 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
         if settings.policy.opa == "managed":
             opa = ManagedOpa(settings.policy.opa_binary, settings.bundle_service_url)
             opa_url = opa.url
+        engine = PolicyEngine(
+            opa_url,
+            settings.policy.decision_path,
+            settings.policy.timeout_ms,
+            store,
+            settings.policy.switch_overlap_ms,
+            settings.policy.timeout_ms_per_mib,
+            settings.policy.queue_allowance_ms,
+            settings.policy.response_path,
+        )
         gateway = Gateway(
             settings=settings,
             store=store,
-            engine=PolicyEngine(
-                opa_url,
-                settings.policy.decision_path,
-                settings.policy.timeout_ms,
-                store,
-                settings.policy.switch_overlap_ms,
-                settings.policy.timeout_ms_per_mib,
-                settings.policy.queue_allowance_ms,
-            ),
+            engine=engine,
             authenticator=Authenticator(settings.auth, http),
             pool=UpstreamPool(settings.upstreams, os.environ),
             routes=RouteTable(tuple(settings.upstreams)),
@@ -102,6 +107,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
                 settings.limits.large_body_bytes,
                 settings.limits.queue_timeout_ms / 1000,
             ),
+            answers=ResponsePolicy(engine, settings.response, metrics),
         )
         await gateway.pool.start()
         stack.push_async_callback(gateway.pool.stop)

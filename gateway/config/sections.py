@@ -103,6 +103,10 @@ class Policy(_Strict):
     """OPA beside the gateway (the sidecar): plain http, which the lean Data API client speaks."""
     opa_binary: str = "opa"
     decision_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")] = "agora/main"
+    response_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")] = (
+        "agora/response"
+    )
+    """Where answers are judged (docs/policy.md); a bundle without it judges no answer."""
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
     timeout_ms_per_mib: Annotated[int, Field(ge=0, le=60_000)] = 500
     """Added to ``timeout_ms`` per MiB of request body: OPA's work grows with its input."""
@@ -372,3 +376,17 @@ class Community(_Strict):
     poll_s: Annotated[float, Field(gt=0)] = 10.0
     shadow: Shadow = Shadow()
     dry_run: DryRun = DryRun()
+
+
+class Response(_Strict):
+    """Response policy: how answers are judged at ``policy.response_path`` (docs/policy.md)."""
+
+    checkpoint_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 200
+    """A streamed answer is judged each time this many characters of new text have arrived."""
+    holdback: bool = True
+    """Hold text no checkpoint has judged yet (at most about ``checkpoint_chars``); false (or 0):
+    forward at once and judge after, the log then counts what went out unjudged."""
+    deny_status: Annotated[int, Field(ge=400, le=599)] = 403
+    """The status of a whole (non-streamed) answer that policy denies."""
+    max_body_bytes: Annotated[int, Field(ge=1)] = 8_388_608
+    """A whole answer is read before it is judged, up to this size; a larger one fails closed."""

@@ -32,6 +32,7 @@ from gateway.config.sections import (
     Limits,
     Listen,
     Policy,
+    Response,
     Upstream,
     _Strict,
 )
@@ -61,6 +62,7 @@ class Settings(_Strict):
     admin: Admin = Admin()
     bundle_service: BundleService = BundleService()
     community: Community = Community()
+    response: Response = Response()
     header_allowlist: Annotated[
         list[str],
         Field(

@@ -99,7 +99,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 _COLUMNS: tuple[Figure, ...] = (
-    "allowed", "denied", "failed_closed", "total", "forwarded_ok", "upstream_failed", "incomplete"
+    "allowed", "denied", "failed_closed", "total", "forwarded_ok", "upstream_failed", "incomplete",
+    "answers_allowed", "answers_denied", "answers_failed_closed",
 )  # fmt: skip
 
 

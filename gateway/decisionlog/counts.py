@@ -65,6 +65,7 @@ class DecisionCounts:
             digest=entry.policy_digest,
             allow=entry.allow,
             status=entry.status,
+            answer=str(entry.response["outcome"]) if entry.response is not None else None,
         )
         if entry.event == "decision":
             assert entry.allow is not None

@@ -6,8 +6,10 @@ the ``hash`` of the record before it (``null`` for the first record ever), so
 that changing, removing or reordering any record breaks every later link.
 
 A record is an event: ``decision`` (what the gateway decided, written before
-anything is forwarded) or ``outcome`` (what happened to an allowed request
-afterwards, naming the same ``decision_id``). Records without ``event`` are
+anything is forwarded), ``response`` (what response policy decided about the
+answer, with what reached the caller, naming the same ``decision_id``) or
+``outcome`` (what happened to an allowed request afterwards, naming the same
+``decision_id``). Records without ``event`` are
 decisions (the first writers wrote one record per request, at its end).
 
 A writer emits each line as the canonical JSON of the record with ``hash``
@@ -39,8 +41,8 @@ RECORD_VERSION = 1
 LATENCY_KEYS = ("auth", "policy", "upstream", "total")
 """The members of ``latency_us``, integer microseconds each."""
 
-Event = Literal["decision", "outcome"]
-EVENTS: tuple[Event, ...] = ("decision", "outcome")
+Event = Literal["decision", "outcome", "response"]
+EVENTS: tuple[Event, ...] = ("decision", "outcome", "response")
 
 OutcomeLabel = Literal["allowed", "denied", "failed_closed"]
 OUTCOMES: tuple[OutcomeLabel, ...] = ("allowed", "denied", "failed_closed")
@@ -53,7 +55,7 @@ _REQUIRED = frozenset(
         "upstream", "allow", "reasons", "status", "latency_us", "input_sha256", "prev", "hash",
     }
 )  # fmt: skip
-_OPTIONAL = frozenset({"event", "obligations", "body", "group"})
+_OPTIONAL = frozenset({"event", "obligations", "body", "group", "response"})
 _CHAINED = ("seq", "prev", "hash")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -94,6 +96,7 @@ class DecisionEntry:
     obligations: Mapping[str, object] | None = None
     body: object = None
     group: str | None = None
+    response: Mapping[str, object] | None = None
 
 
 def outcome(allow: bool, status: int | None) -> OutcomeLabel:
@@ -175,6 +178,8 @@ def build_record(
     }
     if d.obligations is not None:
         record["obligations"] = dict(d.obligations)
+    if d.response is not None:
+        record["response"] = dict(d.response)
     if include_body and d.event == "decision":
         record["body"] = d.body
     if d.group is not None and d.event == "decision":
@@ -192,9 +197,15 @@ def _check_event(d: DecisionEntry) -> None:
         raise ValueError(f"event must be one of {', '.join(EVENTS)}, not {d.event!r}")
     if d.status is not None and (not _is_int(d.status) or not 100 <= d.status <= 599):
         raise ValueError(f"status must be an HTTP status code, not {d.status!r}")
+    if (d.event == "response") != (d.response is not None):
+        raise ValueError("a response record, and only it, carries response")
     if d.event == "outcome":
         if d.allow is not None or d.status is None or d.obligations is not None:
             raise ValueError("an outcome record has allow null, a status and no obligations")
+        return
+    if d.event == "response":
+        if not isinstance(d.allow, bool) or d.status is None or d.obligations is not None:
+            raise ValueError("a response record has a bool allow, a status and no obligations")
         return
     if not isinstance(d.allow, bool):
         raise TypeError("allow must be a bool")
@@ -276,10 +287,17 @@ def _malformed(record: Mapping[str, Any]) -> str | None:
     allow, status = record["allow"], record["status"]
     if event == "outcome":
         event_ok = allow is None and _is_int(status) and not record.keys() & {"obligations", "body"}
+        event_ok = event_ok and "response" not in record
+    elif event == "response":
+        event_ok = isinstance(allow, bool) and _is_int(status)
+        event_ok = event_ok and not record.keys() & {"obligations", "body"}
+        event_ok = event_ok and isinstance(record.get("response"), dict)
+        event_ok = event_ok and record["response"].get("outcome") in OUTCOMES
     else:
         event_ok = event == "decision" and isinstance(allow, bool)
         event_ok = event_ok and (_is_int(status) or (status is None and allow is True))
         event_ok = event_ok and ("obligations" not in record or allow is True)
+        event_ok = event_ok and "response" not in record
     checks = {
         "seq": _is_int(record["seq"]) and record["seq"] >= 1,
         "prev": record["prev"] is None or isinstance(record["prev"], str),
@@ -298,7 +316,7 @@ def _malformed(record: Mapping[str, Any]) -> str | None:
         "event, allow, status": event_ok,
         "obligations": isinstance(record.get("obligations", {}), dict),
         "group": isinstance(record.get("group", ""), str)
-        and not (event == "outcome" and "group" in record),
+        and not (event != "decision" and "group" in record),
         "reasons": isinstance(record["reasons"], list)
         and all(isinstance(r, str) for r in record["reasons"]),
         "latency_us": isinstance(record["latency_us"], dict)

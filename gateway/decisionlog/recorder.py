@@ -8,7 +8,9 @@ The request path records a decision before it acts on it:
   forwarded; if that record cannot be queued (or, with ``durability: record``,
   fsynced), ``admit`` raises and the request must be refused instead; when the
   response is over, ``finished()`` adds an outcome record naming the same
-  ``decision_id`` (status, latencies, how it ended).
+  ``decision_id`` (status, latencies, how it ended);
+- an answer that response policy judged gets one record, ``answered()``,
+  when its judging is over (allowed whole, or cut), before the outcome record.
 
 So a crash never leaves a forwarded request out of the log: at worst its
 outcome record is missing, and ``agora log stats`` counts it as incomplete.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.answers.judge import Verdict
 from gateway.auth import Caller
 from gateway.config import DecisionLog
 from gateway.decisionlog.counts import DecisionCounts
@@ -205,6 +208,62 @@ class DecisionRecorder:
         except DecisionLogError as exc:
             self._metrics.log_submit_errors.inc()
             logger.error("outcome of %s could not be logged: %s", outcome.decision_id, exc)
+            return
+        self.counts.add(entry)
+
+    async def answered(self, outcome: Outcome, verdict: Verdict, status: int) -> None:
+        """Record response policy's decision on an admitted request's answer. Never raises.
+
+        ``verdict`` says what was judged and what reached the caller; ``status``
+        is the status the caller got. Nothing is recorded for an answer no
+        checkpoint judged (the caller left first), unless it failed closed
+        before one could (an answer too large, or not JSON): then the record's
+        ``input_sha256`` is the request's.
+        """
+        if verdict.checkpoints == 0 and verdict.failed is None:
+            return
+        label = verdict.outcome
+        version = verdict.version or (outcome.decision.version if outcome.decision else None)
+        self._metrics.answer_decisions.labels(
+            label, outcome.facts.api, str(version.version) if version else "none"
+        ).inc()
+        if verdict.chars_sent > verdict.chars_judged:
+            self._metrics.answer_chars_unjudged.inc(verdict.chars_sent - verdict.chars_judged)
+        reasons = [verdict.failed] if verdict.failed is not None else verdict.reasons
+        try:
+            document = verdict.document
+            if document is None:
+                digest = await self._input_hash(outcome)
+            elif costly_to_encode(document):
+                digest = await asyncio.to_thread(input_sha256, document)
+            else:
+                digest = input_sha256(document)
+            entry = DecisionEntry(
+                decision_id=outcome.decision_id,
+                time=datetime.now(UTC),
+                policy_version=version.version if version else None,
+                policy_digest=version.digest if version else None,
+                caller_sub=outcome.caller.sub,
+                api=outcome.facts.api,
+                model=outcome.facts.model,
+                upstream=outcome.facts.upstream,
+                allow=verdict.allow and verdict.failed is None,
+                reasons=list(reasons),
+                status=status,
+                latency_us={
+                    "auth": 0,
+                    "policy": verdict.policy_ns // 1000,
+                    "upstream": 0,
+                    "total": (time.perf_counter_ns() - outcome.started_ns) // 1000,
+                },
+                input_sha256=digest,
+                event="response",
+                response=verdict.as_record(),
+            )
+            await self._writer.submit(entry)
+        except (DecisionLogError, ValueError, TypeError) as exc:
+            self._metrics.log_submit_errors.inc()
+            logger.error("answer to %s could not be logged: %s", outcome.decision_id, exc)
             return
         self.counts.add(entry)
 

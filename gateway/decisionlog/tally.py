@@ -12,6 +12,10 @@ decision without an outcome record is ``incomplete``: in flight, or cut by a
 crash. Over a whole chain, ``allowed == forwarded_ok + upstream_failed +
 incomplete``. A decision record written by the first writers (no ``event``,
 one record per request at its end) is its own outcome.
+
+Response records (response policy's decision on an answer, one per judged
+answer) are counted apart, as ``answers_allowed``, ``answers_denied`` and
+``answers_failed_closed``: they judge answers of requests already counted.
 """
 
 from __future__ import annotations
@@ -22,8 +26,16 @@ from typing import Any, Literal, TypedDict
 from gateway.decisionlog.record import ending, outcome, version_key
 
 Figure = Literal[
-    "allowed", "denied", "failed_closed", "total", "forwarded_ok", "upstream_failed", "incomplete"
-]
+    "allowed", "denied", "failed_closed", "total", "forwarded_ok", "upstream_failed", "incomplete",
+    "answers_allowed", "answers_denied", "answers_failed_closed",
+]  # fmt: skip
+
+
+_ANSWER_FIGURES: dict[str, Figure] = {
+    "allowed": "answers_allowed",
+    "denied": "answers_denied",
+    "failed_closed": "answers_failed_closed",
+}
 
 
 class OutcomeCounts(TypedDict):
@@ -35,6 +47,10 @@ class OutcomeCounts(TypedDict):
     forwarded_ok: int
     upstream_failed: int
     incomplete: int
+    answers_allowed: int
+    """Answers response policy judged and allowed (response records)."""
+    answers_denied: int
+    answers_failed_closed: int
 
 
 class VersionStats(OutcomeCounts):
@@ -55,6 +71,7 @@ def zero() -> OutcomeCounts:
     return OutcomeCounts(
         allowed=0, denied=0, failed_closed=0, total=0,
         forwarded_ok=0, upstream_failed=0, incomplete=0,
+        answers_allowed=0, answers_denied=0, answers_failed_closed=0,
     )  # fmt: skip
 
 
@@ -67,9 +84,9 @@ class Tally:
         self._open: dict[str, str] = {}
         """Allowed decisions without an outcome yet: decision_id -> version key."""
         if seed is not None:
-            self._totals = OutcomeCounts(**seed["totals"])
+            self._totals = OutcomeCounts(**{**zero(), **seed["totals"]})
             self._by_version = {
-                key: VersionStats(**{**entry, "digests": list(entry["digests"])})
+                key: VersionStats(**{**zero(), **entry, "digests": list(entry["digests"])})
                 for key, entry in seed["by_version"].items()
             }
 
@@ -82,6 +99,7 @@ class Tally:
             digest=record["policy"]["digest"],
             allow=record["allow"],
             status=record["status"],
+            answer=record.get("response", {}).get("outcome"),
         )
 
     def add(
@@ -93,10 +111,14 @@ class Tally:
         digest: str | None,
         allow: bool | None,
         status: int | None,
+        answer: str | None = None,
     ) -> None:
-        """Count one record, given its members."""
+        """Count one record, given its members (``answer``: a response record's outcome)."""
         key = version_key(version)
         entry = self._entry(key, digest)
+        if event == "response":
+            self._bump(entry, _ANSWER_FIGURES.get(answer or "", "answers_failed_closed"))
+            return
         if event == "outcome":
             assert status is not None
             self._bump(entry, ending(status))

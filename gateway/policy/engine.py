@@ -60,9 +60,13 @@ class PolicyEngine:
         switch_overlap_ms: int,
         timeout_ms_per_mib: int = 0,
         queue_allowance_ms: int = 0,
+        response_path: str = "agora/response",
     ):
         self._client = DataApiClient(opa_url)
         self._decision_path = self._data_path(decision_path)
+        self._response_path = self._data_path(response_path)
+        self._judges_answers: dict[str, bool] = {}
+        """Per bundle revision: whether it defines the response path (asked once per version)."""
         self._timeout_s = timeout_ms / 1000
         self._timeout_s_per_byte = timeout_ms_per_mib / 1000 / 2**20
         self._allowance_s = queue_allowance_ms / 1000
@@ -110,6 +114,41 @@ class PolicyEngine:
                 return _to_decision(result, judged_by), document
             expected = judged_by
         raise PolicyUnavailable("the policy version kept changing during one decision")
+
+    async def judges_answers(self, version: PolicyVersion) -> bool:
+        """Whether ``version`` defines the response path: asked of OPA once per version.
+
+        The answer is kept per revision, so a bundle without response rules costs
+        one dictionary lookup per request. Only an answer from ``version`` itself
+        counts (OPA may still be switching to it); otherwise PolicyUnavailable.
+        """
+        known = self._judges_answers.get(version.revision)
+        if known is not None:
+            return known
+        for _attempt in range(_ATTEMPTS):
+            result, revision = await self._query(None, self._timeout_s, path=self._response_path)
+            judged_by = self._store.lookup(revision)
+            if judged_by is not None:
+                self._judges_answers[judged_by.revision] = result is not None
+            if judged_by is not None and judged_by.revision == version.revision:
+                return result is not None
+            await asyncio.sleep(0.05 * (_attempt + 1))
+        raise PolicyUnavailable(
+            f"OPA did not answer from version {version.version} whether it judges answers"
+        )
+
+    async def decide_answer(self, document: dict[str, Any], input_bytes: int = 0) -> Decision:
+        """The response policy's decision on an answer (``document``: docs/policy.md).
+
+        Judged by the version in force, or the one it superseded during the
+        switch overlap; any other answer, or none, is PolicyUnavailable.
+        """
+        timeout_s = self._timeout_s + input_bytes * self._timeout_s_per_byte
+        result, revision = await self._query(document, timeout_s, path=self._response_path)
+        judged_by = self._store.judge(revision, self._overlap_s)
+        if judged_by is None:
+            raise PolicyUnavailable(self._refusal(revision))
+        return _to_decision(result, judged_by)
 
     def _refusal(self, revision: str | None) -> str:
         """Why an answer from ``revision`` does not count."""

@@ -13,9 +13,9 @@ buffered.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import anyio
@@ -79,11 +79,37 @@ class StreamOutcome:
 
     status: int
     completed: bool
-    reason: str  # "complete", "client_disconnected", "upstream_cut" or "deadline"
+    reason: str
+    """"complete", "client_disconnected", "upstream_cut", "deadline", or a filter's StreamCut."""
     upstream_us: int
 
 
 OnComplete = Callable[[StreamOutcome], Awaitable[None]]
+
+
+class BodyFilter(Protocol):
+    """What stands between the upstream's body and the caller (gateway.answers builds them).
+
+    Each call returns the pieces to send now, each as its own write, so that
+    the upstream's chunk boundaries are kept; a piece may be held back and
+    returned by a later call, never merged with another. A filter ends the
+    response early by raising :class:`StreamCut`.
+    """
+
+    async def feed(self, chunk: bytes) -> Sequence[bytes]: ...
+
+    async def end(self) -> Sequence[bytes]:
+        """At the end of the upstream's body: what is still to be sent."""
+        ...
+
+
+class StreamCut(Exception):
+    """Raised by a filter: send ``last``, end the response there and close the upstream."""
+
+    def __init__(self, reason: str, last: bytes):
+        super().__init__(reason)
+        self.reason = reason
+        self.last = last
 
 
 @dataclass(frozen=True)
@@ -192,12 +218,35 @@ def _brief(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def relayed_headers(
+    upstream: aiohttp.ClientResponse, extra_headers: Mapping[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers as the caller gets them, with the gateway's own added.
+
+    The gateway's own headers (X-Agora-*) are its word alone: an upstream's
+    copy would reach the client first and could name another decision or policy.
+    """
+    own = {name.lower() for name in extra_headers}
+    headers = [
+        (n, v)
+        for n, v in forwardable_headers(upstream.headers.items())
+        if n.lower() not in _SET_BY_SERVER and n.lower() not in own
+    ]
+    headers.extend(extra_headers.items())
+    return [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+
 class ProxyResponse:
     """An ASGI response that relays an upstream response chunk by chunk.
 
     It watches for the client going away and then closes the upstream stream at
     once. If the upstream breaks mid-stream, the response is left incomplete so
     that the client sees a truncated response, never a falsely complete one.
+
+    With a ``body_filter`` (response policy, metering), every chunk goes
+    through it and the caller gets what it returns; a filter that cuts the
+    stream (:class:`StreamCut`) has its last piece sent, the response ended
+    and the upstream closed. Without one, chunks are relayed as they come.
     """
 
     def __init__(
@@ -207,21 +256,14 @@ class ProxyResponse:
         started_ns: int,
         on_complete: OnComplete,
         total_s: float,
+        body_filter: BodyFilter | None = None,
     ):
         self._upstream = upstream
         self._started_ns = started_ns
         self._on_complete = on_complete
         self._deadline_s = started_ns / 1e9 + total_s
-        # The gateway's own headers (X-Agora-*) are its word alone: an upstream's
-        # copy would reach the client first and could name another decision or policy.
-        own = {name.lower() for name in extra_headers}
-        headers = [
-            (n, v)
-            for n, v in forwardable_headers(upstream.headers.items())
-            if n.lower() not in _SET_BY_SERVER and n.lower() not in own
-        ]
-        headers.extend(extra_headers.items())
-        self._raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        self._filter = body_filter
+        self._raw_headers = relayed_headers(upstream, extra_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reason = "client_disconnected"  # unless the relay ends on its own
@@ -259,13 +301,28 @@ class ProxyResponse:
             }
         )
         remaining_s = self._deadline_s - time.perf_counter_ns() / 1e9
+        body_filter = self._filter
         try:
             with anyio.fail_after(max(remaining_s, 0)):
-                async for chunk in self._upstream.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if body_filter is None:
+                    async for chunk in self._upstream.content.iter_any():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                else:
+                    async for chunk in self._upstream.content.iter_any():
+                        await _send_pieces(send, await body_filter.feed(chunk))
+                    await _send_pieces(send, await body_filter.end())
         except aiohttp.ClientError:  # a break, or no chunk within the idle timeout (read)
             return "upstream_cut"
         except TimeoutError:  # the whole response outlasted timeout.total
             return "deadline"
+        except StreamCut as cut:
+            await send({"type": "http.response.body", "body": cut.last, "more_body": False})
+            return cut.reason
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "complete"
+
+
+async def _send_pieces(send: Send, pieces: Sequence[bytes]) -> None:
+    for piece in pieces:
+        if piece:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})

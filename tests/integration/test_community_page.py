@@ -70,8 +70,9 @@ def opened_bundle(workdir: Path) -> Path:
     text = text.replace('"anonymous": ["demo-small", "demo-embed"]',
                         '"anonymous": ["demo-small", "demo-embed", "demo-large"]')  # fmt: skip
     pattern = {"id": "secret-word", "description": "the secret word", "pattern": SECRET_WORD}
-    head, tail = text.rsplit("}\n  ]", 1)
-    text = f"{head}}},\n    {json.dumps(pattern)}\n  ]{tail}"
+    head, rules = text.split('"deny_patterns": [', 1)
+    rules, tail = rules.split("}\n  ]", 1)
+    text = f'{head}"deny_patterns": [{rules}}},\n    {json.dumps(pattern)}\n  ]{tail}'
     data = json.loads(text)
     assert "demo-large" in data["models"]["anonymous"] and data["deny_patterns"][-1] == pattern
     data_file.write_text(text)

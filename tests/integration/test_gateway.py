@@ -75,19 +75,22 @@ def test_token_cap_is_enforced(gateway: RunningGateway) -> None:
 
 def test_streamed_chat_arrives_chunk_by_chunk(gateway: RunningGateway, signer: Signer) -> None:
     client = sdk(gateway, signer.token(groups=["members"]))
+    # 30 pieces of 20 characters, 60 ms apart: response policy releases them at each
+    # checkpoint (every response.checkpoint_chars = 200 characters), never all at the end.
+    answer = {"chunks": [f"word {n:02d} of the answer. " for n in range(30)]}
     stream = client.chat.completions.create(
         model="demo-small",
         messages=[{"role": "user", "content": "one two three four five six"}],
         stream=True,
-        extra_headers={"X-Demo-Delay-Ms": "60"},
+        extra_headers={"X-Demo-Delay-Ms": "60", "X-Demo-Answer": json.dumps(answer)},
     )
     arrivals, pieces = [], []
     for chunk in stream:
         arrivals.append(time.monotonic())
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
-    assert "".join(pieces).startswith("This is demo-small")
-    # ~15 words, 60 ms apart: buffering would deliver everything at once.
+    assert "".join(pieces) == "".join(answer["chunks"])
+    # ~1.8 s of answer: buffering would deliver everything at once.
     assert arrivals[-1] - arrivals[0] > 0.5
 
 
@@ -269,13 +272,15 @@ def test_client_disconnect_closes_the_upstream_stream(
     gateway: RunningGateway, demo_model: DemoModel
 ) -> None:
     before = demo_model.stats()["streams_closed_early"]
+    # Pieces longer than response.checkpoint_chars: each is judged and released on arrival.
+    answer = json.dumps({"chunks": ["a" * 250] * 20})
     with (
         gateway.client() as client,
         client.stream(
             "POST",
             "/v1/chat/completions",
             json={**CHAT, "stream": True},
-            headers={"X-Demo-Delay-Ms": "200"},
+            headers={"X-Demo-Delay-Ms": "200", "X-Demo-Answer": answer},
         ) as response,
     ):
         next(response.iter_bytes())

@@ -191,3 +191,28 @@ def test_opa_is_reached_over_plain_http_beside_the_gateway(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match=r"policy\.opa_url: .*use http://host:port"):
         load_settings(path, {})
+
+
+def test_response_policy_defaults_and_holdback_zero(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, AUTH), environ={})
+    assert settings.policy.response_path == "agora/response"
+    assert (settings.response.checkpoint_chars, settings.response.holdback) == (200, True)
+    assert (settings.response.deny_status, settings.response.max_body_bytes) == (403, 8_388_608)
+    off = load_settings(write(tmp_path, AUTH + "response: {holdback: 0}\n"), environ={})
+    assert off.response.holdback is False
+    env = {"AGORA__RESPONSE__CHECKPOINT_CHARS": "64"}
+    assert load_settings(write(tmp_path, AUTH), environ=env).response.checkpoint_chars == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("response: {checkpoint_chars: 0}\n", r"response\.checkpoint_chars"),
+        ("response: {deny_status: 200}\n", r"response\.deny_status"),
+        ("response: {window: 5}\n", r"response\.window: unknown key"),
+        ("policy: {response_path: data.agora.response}\n", r"policy\.response_path"),
+    ],
+)
+def test_response_policy_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_settings(write(tmp_path, AUTH + text), environ={})

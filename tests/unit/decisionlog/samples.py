@@ -52,6 +52,23 @@ def outcome_of(allowed: DecisionEntry, status: int = 200, **changes: Any) -> Dec
     return dataclasses.replace(allowed, **fields)
 
 
+def response_of(allowed: DecisionEntry, outcome: str = "allowed", **changes: Any) -> DecisionEntry:
+    """The response record of an allowed decision: response policy's word on its answer."""
+    fields: dict[str, Any] = {
+        "event": "response",
+        "allow": outcome == "allowed",
+        "status": 200,
+        "reasons": [] if outcome == "allowed" else ["answer matches deny term private-key"],
+        "time": allowed.time + timedelta(milliseconds=400),
+        "response": {
+            "outcome": outcome, "checkpoints": 3, "final": outcome == "allowed",
+            "holdback": True, "chars_sent": 420, "sent_unjudged": None,
+        },
+        **changes,
+    }  # fmt: skip
+    return dataclasses.replace(allowed, **fields)
+
+
 def legacy_fields(d: DecisionEntry, *, caller_key: bytes | None = b"k") -> dict[str, object]:
     """A record as the first writers made it: no ``event``, one record per request at its end."""
     fields = build_record(d, caller_key=caller_key, include_body=False)

@@ -27,6 +27,7 @@ from tests.unit.decisionlog.samples import (
     legacy_fields,
     outcome_of,
     refusal,
+    response_of,
 )
 
 KEY = b"test-key"
@@ -96,6 +97,46 @@ def test_an_allowed_decision_has_no_status_yet_and_its_outcome_names_it() -> Non
     assert "body" not in ended  # the body belongs to the decision
     refused = sealed(refusal(2, status=503))
     assert (refused["event"], refused["allow"], refused["status"]) == ("decision", False, 503)
+
+
+def test_a_response_record_names_the_request_and_says_what_was_sent() -> None:
+    judged = sealed(response_of(decision(1), "denied"), body=True)
+    assert (judged["event"], judged["allow"], judged["status"]) == ("response", False, 200)
+    assert judged["decision_id"] == "d-000001"
+    assert judged["response"]["outcome"] == "denied"
+    assert judged["response"]["chars_sent"] == 420
+    assert "body" not in judged
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"allow": None},
+        {"status": None},
+        {"obligations": {"max_tokens": 1}},
+        {"response": {"outcome": "maybe"}},
+        {"response": "denied"},
+    ],
+)
+def test_parse_line_refuses_impossible_response_records(changes: dict[str, Any]) -> None:
+    record = build_record(response_of(decision(1)), caller_key=KEY, include_body=False)
+    _, line = seal({**record, **changes}, 1, None)
+    with pytest.raises(RecordError, match="malformed record"):
+        parse_line(line[:-1])
+
+
+def test_only_a_response_record_carries_response() -> None:
+    fields = {**build_record(decision(1), caller_key=KEY, include_body=False)}
+    fields["response"] = {"outcome": "allowed"}
+    _, line = seal(fields, 1, None)
+    with pytest.raises(RecordError, match="malformed record"):
+        parse_line(line[:-1])
+    with pytest.raises(ValueError):
+        build_record(response_of(decision(1), status=None), caller_key=KEY, include_body=False)
+    with pytest.raises(ValueError):
+        build_record(
+            decision(1, response={"outcome": "allowed"}), caller_key=KEY, include_body=False
+        )
 
 
 def test_a_record_without_event_is_read_as_a_decision() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway.answers.judge import Verdict
 from gateway.auth import Caller
 from gateway.config import DecisionLog
 from gateway.decisionlog import (
@@ -56,6 +57,43 @@ def request(i: int = 0, allow: bool = True, document: Any = None) -> Outcome:
         decision=Decision(allow=allow, reasons=reasons, version=VERSION),
         input_document={"request": facts.body, "n": i} if document is None else document,
     )
+
+
+def verdict(allow: bool, failed: str | None = None) -> Verdict:
+    """Response policy's word on an answer of 30 characters, all sent when allowed."""
+    judged = Verdict(holdback=True, checkpoints=2, allow=allow, version=VERSION, failed=failed)
+    judged.reasons = [] if allow else ["answer matches deny term private-key"]
+    judged.document = {"response": {"text": "x" * 30}}
+    judged.chars_judged = 30 if allow else 10
+    judged.chars_sent = 30 if allow else 10
+    return judged
+
+
+async def test_an_answer_gets_a_response_record_named_by_the_request(tmp_path: Path) -> None:
+    recorder, metrics = await recorder_for(tmp_path)
+    outcome = request(1)
+    await recorder.admit(outcome)
+    await recorder.answered(outcome, Verdict(holdback=True), 200)  # nothing judged: no record
+    await recorder.answered(outcome, verdict(allow=False), 200)
+    await recorder.finished(outcome, 200, ["policy_denied"])
+    await recorder.stop()
+    written = lines(tmp_path)
+    assert [(r["decision_id"], r["event"]) for r in written] == [
+        ("req-0001", "decision"), ("req-0001", "response"), ("req-0001", "outcome"),
+    ]  # fmt: skip
+    answer = written[1]
+    assert answer["allow"] is False and answer["status"] == 200
+    assert answer["reasons"] == ["answer matches deny term private-key"]
+    assert answer["response"] == {
+        "outcome": "denied", "checkpoints": 2, "final": False, "holdback": True,
+        "chars_sent": 10, "sent_unjudged": None,
+    }  # fmt: skip
+    assert answer["input_sha256"] == input_sha256({"response": {"text": "x" * 30}})
+    sample = metrics.registry.get_sample_value(
+        "agora_answer_decisions_total",
+        {"outcome": "denied", "api": "chat.completions", "policy_version": "4"},
+    )
+    assert sample == 1.0
 
 
 async def recorder_for(tmp_path: Path, **changes: Any) -> tuple[DecisionRecorder, GatewayMetrics]:
@@ -274,8 +312,11 @@ async def test_published_counts_equal_the_recount_of_the_files(tmp_path: Path) -
     outcomes = [request(i) for i in range(6)]
     for outcome in outcomes:
         await recorder.admit(outcome)
+    await recorder.answered(outcomes[0], verdict(allow=True), 200)
     await recorder.finished(outcomes[0], 200, [])
-    await recorder.finished(outcomes[1], 200, ["client_disconnected"])
+    await recorder.answered(outcomes[1], verdict(allow=False), 200)
+    await recorder.finished(outcomes[1], 200, ["policy_denied"])
+    await recorder.answered(outcomes[2], verdict(allow=True, failed="OPA is unreachable"), 200)
     await recorder.finished(outcomes[2], 504, ["upstream: timed out"])
     await recorder.refused(request(7, allow=False), 403, ["no"])
     await recorder.refused(request(8), 503, ["decision log is full"])
@@ -288,6 +329,7 @@ async def test_published_counts_equal_the_recount_of_the_files(tmp_path: Path) -
     assert recount["totals"] == {
         "allowed": 6, "denied": 1, "failed_closed": 1, "total": 8,
         "forwarded_ok": 2, "upstream_failed": 1, "incomplete": 3,
+        "answers_allowed": 1, "answers_denied": 1, "answers_failed_closed": 1,
     }  # fmt: skip
 
     # After a restart the counts start from the files, incomplete decisions included.

@@ -12,7 +12,13 @@ import pytest
 
 from gateway.decisionlog import ChainBroken, DecisionEntry, Tally, build_record, seal, stats, verify
 from gateway.decisionlog.cli import register
-from tests.unit.decisionlog.samples import decision, legacy_fields, outcome_of, refusal
+from tests.unit.decisionlog.samples import (
+    decision,
+    legacy_fields,
+    outcome_of,
+    refusal,
+    response_of,
+)
 
 
 def chain(decisions: list[DecisionEntry | dict[str, object]]) -> list[bytes]:
@@ -172,7 +178,7 @@ def test_a_first_record_with_a_prev_fails(tmp_path: Path) -> None:
 
 
 def mixed_decisions() -> list[DecisionEntry | dict[str, object]]:
-    """21 records: 14 decisions, 7 outcomes.
+    """23 records: 14 decisions, 2 response records, 7 outcomes.
 
     Version 1: 3 allowed (2 answered, 1 without an outcome). Version 3: 7 allowed (4
     answered, 1 upstream failure, 2 without an outcome), 2 denied, and one record of the
@@ -191,9 +197,11 @@ def mixed_decisions() -> list[DecisionEntry | dict[str, object]]:
         refusal(4),
         *later[:4],
         outcome_of(later[0], status=502, reasons=["upstream: connection refused"]),
+        response_of(later[1]),
         outcome_of(later[1]),
+        response_of(later[2], "denied"),
         *later[4:],
-        outcome_of(later[2], reasons=["client_disconnected"]),
+        outcome_of(later[2], reasons=["policy_denied"]),
         outcome_of(later[3]),
         outcome_of(later[4]),
         refusal(12, status=503, policy_version=None, policy_digest=None),
@@ -208,22 +216,26 @@ def mixed_log(tmp_path: Path) -> Path:
 MIXED_TOTALS = {
     "allowed": 11, "denied": 2, "failed_closed": 1, "total": 14,
     "forwarded_ok": 7, "upstream_failed": 1, "incomplete": 3,
+    "answers_allowed": 1, "answers_denied": 1, "answers_failed_closed": 0,
 }  # fmt: skip
+NO_ANSWERS = {"answers_allowed": 0, "answers_denied": 0, "answers_failed_closed": 0}
 
 
 def test_stats_count_decisions_and_how_allowed_ones_ended(tmp_path: Path) -> None:
     counts = stats([mixed_log(tmp_path)])
-    assert counts["count"] == 21  # records, outcome records included
+    assert counts["count"] == 23  # records, response and outcome records included
     assert counts["totals"] == MIXED_TOTALS
     assert counts["by_version"] == {
         "1": {"allowed": 3, "denied": 0, "failed_closed": 0, "total": 3,
-              "forwarded_ok": 2, "upstream_failed": 0, "incomplete": 1,
+              "forwarded_ok": 2, "upstream_failed": 0, "incomplete": 1, **NO_ANSWERS,
               "digests": ["sha256:" + "01" * 32]},
         "3": {"allowed": 8, "denied": 2, "failed_closed": 0, "total": 10,
               "forwarded_ok": 5, "upstream_failed": 1, "incomplete": 2,
+              "answers_allowed": 1, "answers_denied": 1, "answers_failed_closed": 0,
               "digests": ["sha256:" + "ab" * 32]},
         "none": {"allowed": 0, "denied": 0, "failed_closed": 1, "total": 1,
-                 "forwarded_ok": 0, "upstream_failed": 0, "incomplete": 0, "digests": []},
+                 "forwarded_ok": 0, "upstream_failed": 0, "incomplete": 0, **NO_ANSWERS,
+                 "digests": []},
     }  # fmt: skip
     assert list(counts["by_version"]) == ["1", "3", "none"]
     for entry in [counts["totals"], *counts["by_version"].values()]:
@@ -237,7 +249,7 @@ def test_a_live_tally_of_the_same_records_gives_the_same_figures(tmp_path: Path)
     tally = Tally()
     for line in path.read_bytes().splitlines():
         tally.add_record(json.loads(line))
-    assert tally.snapshot(21, None)["totals"] == MIXED_TOTALS
+    assert tally.snapshot(23, None)["totals"] == MIXED_TOTALS
     on_disk = stats([path])
     assert Tally(on_disk).snapshot(on_disk["count"], on_disk["head"]) == on_disk
 
@@ -301,10 +313,13 @@ def test_cli_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == [
         "version", "allowed", "denied", "failed_closed", "total",
-        "forwarded_ok", "upstream_failed", "incomplete", "digest",
+        "forwarded_ok", "upstream_failed", "incomplete",
+        "answers_allowed", "answers_denied", "answers_failed_closed", "digest",
     ]  # fmt: skip
-    assert table[2].split() == ["3", "8", "2", "0", "10", "5", "1", "2", "sha256:" + "ab" * 32]
-    assert table[4].split() == ["all", "11", "2", "1", "14", "7", "1", "3"]
+    assert table[2].split() == [
+        "3", "8", "2", "0", "10", "5", "1", "2", "1", "1", "0", "sha256:" + "ab" * 32
+    ]  # fmt: skip
+    assert table[4].split() == ["all", "11", "2", "1", "14", "7", "1", "3", "1", "1", "0"]
 
 
 def test_cli_stats_of_a_broken_chain(

@@ -289,3 +289,51 @@ def test_input_document_shape() -> None:
     assert document["caller"] == {"authenticated": False, "sub": None, "iss": None, "claims": {}}
     assert document["policy"] == {"version": 2, "digest": store.active.digest}
     assert document["time"].endswith("Z")
+
+
+def absent(*revisions: str) -> dict[str, Any]:
+    """A Data API answer for a path the bundle does not define: no ``result``."""
+    document = answer(None, *revisions)
+    del document["result"]
+    return document
+
+
+async def test_whether_a_version_judges_answers_is_asked_once(engine_for: EngineFor) -> None:
+    store, _, v2 = two_versions()
+    engine, opa = await engine_for(store, answer({}, v2))
+    version = store.active
+    assert version is not None
+    assert await engine.judges_answers(version)
+    assert await engine.judges_answers(version)  # remembered: no second question
+    assert opa.answers == [] and len(opa.asked) == 1
+
+
+async def test_a_bundle_without_the_response_path_judges_no_answer(engine_for: EngineFor) -> None:
+    store, _, v2 = two_versions()
+    engine, _ = await engine_for(store, absent(v2))
+    assert store.active is not None
+    assert not await engine.judges_answers(store.active)
+
+
+async def test_only_the_version_itself_says_whether_it_judges_answers(
+    engine_for: EngineFor,
+) -> None:
+    store, v1, v2 = two_versions()
+    # OPA still enforces v1 (without response rules), then v2 (with them).
+    engine, opa = await engine_for(store, absent(v1), answer({"allow": True}, v2))
+    assert store.active is not None
+    assert await engine.judges_answers(store.active)
+    assert len(opa.asked) == 2
+
+
+async def test_an_answer_decision_from_an_unverified_revision_fails_closed(
+    engine_for: EngineFor,
+) -> None:
+    store, _, v2 = two_versions()
+    engine, _ = await engine_for(
+        store, answer({"allow": False, "reasons": ["leak"]}, v2), answer({"allow": True}, "x")
+    )
+    denied = await engine.decide_answer({"response": {"text": "k"}})
+    assert (denied.allow, denied.reasons, denied.version.version) == (False, ["leak"], 2)
+    with pytest.raises(PolicyUnavailable, match="unverified"):
+        await engine.decide_answer({"response": {"text": "k"}})

@@ -1,0 +1,211 @@
+"""A streamed answer between upstream and caller: its events read by stages, judged at checkpoints.
+
+:class:`AnswerStream` is the relay's body filter (gateway.upstream.pool) for
+an answer streamed as Server-Sent Events. Each upstream chunk is split into
+events (gateway.upstream.sse); every stage sees every event's parsed data, in
+order, and any stage may drop an event from what the caller receives; then
+response policy counts the new text. An event no stage drops goes out as the
+upstream's own bytes, and each upstream chunk stays one write: pieces are
+held back and released, never merged.
+
+Checkpoints: response policy judges the whole answer so far each time
+``checkpoint_chars`` characters of new text have arrived, and at the end
+(before ``[DONE]``, or the Responses API's closing event, reaches the caller).
+
+- holdback on: a chunk bringing text is held until a checkpoint allows it, so
+  the caller never receives text that no checkpoint has judged (at most about
+  ``checkpoint_chars`` characters wait);
+- holdback off: text goes out at once and each checkpoint's judgment runs
+  before the next chunk is sent, so its cost falls between tokens, not before
+  the first one; a deny then comes after the text it judged, and the log
+  says which characters went out unjudged. The end marker still waits for the
+  final judgment.
+
+A deny ends the stream with one SSE ``error`` event (type ``policy_denied``,
+no ``[DONE]``); response policy not answering ends it with one of type
+``policy_unavailable``: fail closed. Either way the upstream is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from gateway.answers.judge import AnswerJudge
+from gateway.exceptions import PolicyUnavailable
+from gateway.upstream.pool import StreamCut
+from gateway.upstream.sse import SseEvent, SseSplitter
+
+DONE = "[DONE]"
+
+logger = logging.getLogger("agora.answers")
+
+
+class Stage(Protocol):
+    """Something that reads the upstream's answer on its way (usage metering, for example)."""
+
+    def observe_body(self, doc: dict[str, Any]) -> None:
+        """A whole (non-streamed) JSON answer."""
+
+    def observe_event(self, doc: dict[str, Any]) -> bool:
+        """One streamed event's data; True drops the event from what the caller receives."""
+
+
+def error_event(error: dict[str, Any]) -> bytes:
+    """One SSE event carrying an OpenAI-style error (the SDKs raise on it)."""
+    return b"data: " + json.dumps({"error": error}, separators=(",", ":")).encode() + b"\n\n"
+
+
+class AnswerStream:
+    """The body filter of one streamed answer: stages in order, then response policy."""
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        judge: AnswerJudge | None,
+        checkpoint_chars: int,
+        decision_id: str,
+    ):
+        self._splitter = SseSplitter()
+        self._stages = tuple(stages)
+        self._judge = judge
+        self._every = checkpoint_chars
+        self._decision_id = decision_id
+        self._held: list[tuple[bytes, int]] = []
+        """Pieces not yet released, with the characters of answer each carries."""
+        self._chars = 0
+        """Characters of answer read so far."""
+        self._asked_at = 0
+        """``_chars`` when response policy was last asked (or a judgment was set due)."""
+        self._due: tuple[dict[str, Any], int] | None = None
+        """Holdback off: a judgment to make before the next piece goes out."""
+
+    async def feed(self, chunk: bytes) -> Sequence[bytes]:
+        piece, chars = self._read(self._splitter.feed(chunk))
+        if self._judge is None:
+            return [piece]
+        return await self._checkpoint(self._judge, piece, chars)
+
+    async def end(self) -> Sequence[bytes]:
+        rest = self._splitter.rest()
+        judge = self._judge
+        if judge is None or judge.verdict.final:
+            return [rest]
+        await self._settle(judge)
+        self._held.append((rest, 0))
+        await self._ask(judge, judge.snapshot(final=True), self._chars)
+        return self._release(judge)
+
+    def _read(self, events: list[SseEvent]) -> tuple[bytes, int]:
+        """What of these events the caller may receive, and the characters of answer they add."""
+        kept: list[bytes] = []
+        chars = 0
+        answer = self._judge.answer if self._judge is not None else None
+        for event in events:
+            data = event.data
+            doc = _object(data) if data is not None and data != DONE else None
+            dropped = False
+            if doc is not None:
+                for stage in self._stages:
+                    dropped = stage.observe_event(doc) or dropped
+                if answer is not None:
+                    chars += answer.add_event(event.name, doc)
+            elif answer is not None and data == DONE:
+                answer.ended = True
+            elif self._judge is not None and data is not None:
+                self._judge.verdict.failed = "the upstream sent an event that is not JSON"
+                raise StreamCut("answer_unjudgeable", error_event(self._unjudgeable()))
+            if not dropped:
+                kept.append(event.raw)
+        self._chars += chars
+        return b"".join(kept), chars
+
+    async def _checkpoint(self, judge: AnswerJudge, piece: bytes, chars: int) -> Sequence[bytes]:
+        verdict = judge.verdict
+        if verdict.final:  # judged whole already: whatever follows is not the answer's text
+            verdict.chars_sent += chars
+            return [piece]
+        ended = judge.answer.ended
+        if not verdict.holdback:
+            await self._settle(judge)
+            if not ended:
+                verdict.chars_sent += chars
+                if self._chars - self._asked_at >= self._every:
+                    self._due = (judge.snapshot(final=False), self._chars)
+                    self._asked_at = self._chars
+                return [piece]
+        elif not ended and not self._held and chars == 0:
+            return [piece]  # nothing new to judge and nothing waiting before it
+        self._held.append((piece, chars))
+        if ended or self._chars - self._asked_at >= self._every:
+            await self._ask(judge, judge.snapshot(final=ended), self._chars)
+            return self._release(judge)
+        return []
+
+    async def _settle(self, judge: AnswerJudge) -> None:
+        """Holdback off: make the judgment that fell due after the last piece went out."""
+        if self._due is not None:
+            document, chars = self._due
+            self._due = None
+            await self._ask(judge, document, chars)
+
+    async def _ask(self, judge: AnswerJudge, document: dict[str, Any], chars: int) -> None:
+        """Judge ``document``; a deny or no decision cuts the stream (StreamCut)."""
+        self._asked_at = max(self._asked_at, chars)
+        try:
+            decision = await judge.judge(document, chars)
+        except PolicyUnavailable as exc:
+            logger.warning("stream %s cut, failing closed: %s", self._decision_id, exc)
+            judge.verdict.failed = str(exc)
+            raise StreamCut(
+                "policy_unavailable",
+                error_event(
+                    {
+                        "message": "response policy could not judge the answer; it was stopped",
+                        "type": "policy_unavailable",
+                        "code": "policy_unavailable",
+                        "param": None,
+                        "decision_id": self._decision_id,
+                    }
+                ),
+            ) from exc
+        if not decision.allow:
+            raise StreamCut(
+                "policy_denied",
+                error_event(
+                    {
+                        "message": "Answer stopped by policy: " + "; ".join(decision.reasons),
+                        "type": "policy_denied",
+                        "code": "policy_denied",
+                        "param": None,
+                        "decision_id": self._decision_id,
+                        "policy_version": decision.version.version,
+                        "reasons": decision.reasons,
+                    }
+                ),
+            )
+
+    def _unjudgeable(self) -> dict[str, Any]:
+        return {
+            "message": "the upstream sent an event that is not JSON; the answer cannot be judged",
+            "type": "upstream_error",
+            "code": "answer_unjudgeable",
+            "param": None,
+            "decision_id": self._decision_id,
+        }
+
+    def _release(self, judge: AnswerJudge) -> Sequence[bytes]:
+        held, self._held = self._held, []
+        judge.verdict.chars_sent += sum(chars for _, chars in held)
+        return [piece for piece, _ in held]
+
+
+def _object(data: str) -> dict[str, Any] | None:
+    """An event's data as a JSON object, or None (not JSON: passed on, never judged as text)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
