@@ -19,6 +19,8 @@ const solc = require("solc");
 const CONTRACTS = {
   AgoraToken: "src/AgoraToken.sol",
   AgoraGovernor: "src/AgoraGovernor.sol",
+  AgoraMembership: "src/AgoraMembership.sol",
+  AgoraQuadraticGovernor: "src/AgoraQuadraticGovernor.sol",
   PolicyRegistry: "src/PolicyRegistry.sol",
   TimelockController: "@openzeppelin/contracts/governance/TimelockController.sol",
 };
