@@ -352,7 +352,7 @@ def _voting(governance: Governance) -> dict[str, object]:
     voting: dict[str, object] = {"model": model.value, "token": governance.token_address()}
     if model is VotingModel.MEMBERSHIP:
         membership = Membership(governance)
-        voting["members"] = len(membership.members())
+        voting["members"] = len(membership.admitted())
         voting["membership_authority"] = membership.authority()
         voting["authority_is_timelock"] = membership.authority_is_timelock()
     return voting

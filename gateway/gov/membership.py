@@ -84,8 +84,9 @@ class Membership:
         with gov_errors(f"checking whether {address} is a member"):
             return bool(self._contract.functions.isMember(address).call())
 
-    def members(self) -> list[Member]:
-        """The current members, in order of admission (from the governance's first block)."""
+    def admitted(self) -> dict[ChecksumAddress, int]:
+        """Each current member and the block of its (latest) admission, in order of admission,
+        from the ``Transfer`` events since the governance's first block."""
         with gov_errors("fetching the membership Transfer events"):
             logs = self._contract.events.Transfer().get_logs(from_block=self.governance.from_block)
         admitted: dict[ChecksumAddress, int] = {}
@@ -95,9 +96,13 @@ class Membership:
                 admitted.pop(account, None)
             else:
                 admitted[account] = int(log["blockNumber"])
+        return admitted
+
+    def members(self) -> list[Member]:
+        """The current members, in order of admission, with their delegate and votes."""
         members = []
         with gov_errors("reading the members' votes"):
-            for account, block in admitted.items():
+            for account, block in self.admitted().items():
                 delegate = self._contract.functions.delegates(account).call()
                 votes = int(self._contract.functions.getVotes(account).call())
                 members.append(Member(account, Web3.to_checksum_address(delegate), votes, block))
