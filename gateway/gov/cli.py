@@ -140,16 +140,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     rules.add_argument(
         "--voting",
-        choices=["token", "membership", "quadratic"],
+        choices=["token", "membership", "quadratic", "membership-quadratic"],
         default="token",
         help="how votes weigh: one token one vote (token, the default), one member one vote "
-        "(membership), or the square root of the tokens (quadratic)",
+        "(membership), the square root of the tokens (quadratic), or that among members "
+        "only (membership-quadratic)",
     )
     rules.add_argument(
         "--membership-authority",
         default="timelock",
         metavar="timelock|ADDRESS",
-        help="membership voting: who admits and removes members; timelock (the default) "
+        help="voting with members: who admits and removes members; timelock (the default) "
         "makes each admission a proposal",
     )
     rules.add_argument(
@@ -158,7 +159,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="ADDRESS",
         dest="members",
-        help="membership voting: a first member (repeat; default: the deployer alone)",
+        help="voting with members: a first member (repeat; default: the deployer alone)",
     )
     deploy.add_argument(
         "--out",
@@ -223,10 +224,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     members = commands.add_parser(
         "members",
-        help="membership voting: list, admit and remove members",
-        description="Under --voting membership, one member has one vote. Admitting or "
-        "removing a member is a proposal when the timelock is the membership authority, "
-        "or the authority's own transaction.",
+        help="voting with members: list, admit and remove members",
+        description="Under --voting membership (or membership-quadratic), only members vote. "
+        "Admitting or removing a member is a proposal when the timelock is the membership "
+        "authority, or the authority's own transaction.",
     )
     verbs = members.add_subparsers(title="commands", metavar="COMMAND", required=True)
     listing = verbs.add_parser(

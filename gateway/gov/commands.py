@@ -60,20 +60,21 @@ def deploy(args: Namespace) -> int:
         _print_json(asdict(deployment))
         return 0
     print(f"deployed on chain {deployment.chain_id} from block {deployment.block_number}:")
-    membership = params.voting is VotingModel.MEMBERSHIP
-    for role in ("token", "timelock", "governor", "registry"):
-        label = "members" if membership and role == "token" else role
-        print(f"  {label:9} {getattr(deployment, role)}")
+    for role in ("token", "membership", "timelock", "governor", "registry"):
+        address = getattr(deployment, role)
+        # Under membership voting the governor's token is the membership: shown once.
+        if address is not None and not (role == "token" and address == deployment.membership):
+            print(f"  {role:10} {address}")
     print(f"voting: {params.voting.value} ({params.voting.summary})")
-    if membership:
+    if params.voting.has_members:
         members = params.initial_members or (deployment.deployer,)
         authority = params.membership_authority
-        print(f"members: {', '.join(members)}, one vote each")
+        print(f"members: {', '.join(members)}")
         print(
             "members are admitted and removed by "
             + ("proposal (the timelock)" if authority == "timelock" else str(authority))
         )
-    else:
+    if params.voting is not VotingModel.MEMBERSHIP:
         print(
             f"{params.initial_supply} {TOKEN_SYMBOL} minted to {deployment.deployer}, "
             "who votes with them until they are transferred"
@@ -350,8 +351,9 @@ def _voting(governance: Governance) -> dict[str, object]:
     """The voting model as ``status --json`` reports it (what the community page shows)."""
     model = governance.voting_model
     voting: dict[str, object] = {"model": model.value, "token": governance.token_address()}
-    if model is VotingModel.MEMBERSHIP:
+    if model.has_members:
         membership = Membership(governance)
+        voting["membership"] = membership.address
         voting["members"] = len(membership.admitted())
         voting["membership_authority"] = membership.authority()
         voting["authority_is_timelock"] = membership.authority_is_timelock()
@@ -359,7 +361,7 @@ def _voting(governance: Governance) -> dict[str, object]:
 
 
 def _members_line(voting: Mapping[str, object]) -> str:
-    if voting["model"] != VotingModel.MEMBERSHIP:
+    if "members" not in voting:
         return ""
     by = "proposal" if voting["authority_is_timelock"] else voting["membership_authority"]
     return f"; {voting['members']} members, admitted by {by}"

@@ -1,13 +1,13 @@
 """Deploying the governance contracts and wiring them so that only a vote can ratify a policy.
 
 Order: token, timelock, governor, registry (under membership voting, the
-timelock comes first: it may be the membership authority). The timelock then
+timelock comes before the membership: it may be the membership authority). The timelock then
 makes the governor its only proposer and canceller, lets anyone execute a passed
 proposal once its delay is over, and the deployer renounces the timelock's admin
 role, so that nobody (the deployer included) can bypass a vote. Under token and
 quadratic voting the deployer receives the whole token supply, delegated to
 itself, to distribute to the community; under membership voting the initial
-members (the deployer by default) each get one vote.
+members (the deployer by default) are admitted.
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ class GovernanceParams:
             raise ConfigError(
                 f"governance parameter voting={self.voting!r} is not one of {models}"
             ) from None
-        membership = self.voting is VotingModel.MEMBERSHIP
+        membership = self.voting.has_members
         # A member has one vote: a threshold of 1 lets only members propose.
-        threshold_max = 1 if membership else self.initial_supply
+        threshold_max = 1 if self.voting is VotingModel.MEMBERSHIP else self.initial_supply
         checks = {
             "voting_delay": 0 <= self.voting_delay <= _UINT48_MAX,
             "voting_period": 1 <= self.voting_period <= _UINT32_MAX,
@@ -81,7 +81,7 @@ class GovernanceParams:
         ):
             raise ConfigError(
                 "governance parameters membership_authority and initial_members apply to "
-                f"membership voting only, not {self.voting.value}"
+                f"voting with members only, not {self.voting.value}"
             )
         try:
             if self.membership_authority != TIMELOCK_AUTHORITY:
@@ -110,6 +110,7 @@ class Deployment:
     deployer: ChecksumAddress
     block_number: int  # first block of the deployment: event scans start here
     params: GovernanceParams = field(default_factory=GovernanceParams)
+    membership: ChecksumAddress | None = None  # the AgoraMembership, if members vote
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -124,7 +125,9 @@ class Deployment:
             }
             params = dict(data.get("params", {}))
             params["initial_members"] = tuple(params.get("initial_members", ()))
+            membership = data.get("membership")
             return cls(
+                membership=None if membership is None else parse_address(membership, "membership"),
                 chain_id=int(data["chain_id"]),
                 block_number=int(data["block_number"]),
                 params=GovernanceParams(**params),
@@ -163,26 +166,34 @@ def deploy_governance(sender: Sender, params: GovernanceParams | None = None) ->
             load_artifact("TimelockController"), params.timelock_delay, [], [ANYONE], deployer
         )
 
-    if params.voting is VotingModel.MEMBERSHIP:
-        timelock = deploy_timelock()
+    def deploy_membership(timelock: ChecksumAddress) -> ChecksumAddress:
         authority = params.membership_authority
-        token = sender.deploy(
+        return sender.deploy(
             load_artifact("AgoraMembership"),
             timelock if authority == TIMELOCK_AUTHORITY else authority,
             list(params.initial_members or (deployer,)),
         )
+
+    membership = None
+    if params.voting is VotingModel.MEMBERSHIP:
+        timelock = deploy_timelock()
+        token = membership = deploy_membership(timelock)
     else:
         token = sender.deploy(load_artifact("AgoraToken"), params.initial_supply * TOKEN_UNIT)
         timelock = deploy_timelock()
-    governor = sender.deploy(
-        load_artifact(params.voting.governor_contract),
-        token,
-        timelock,
+        if params.voting.has_members:
+            membership = deploy_membership(timelock)
+    rules = (
         params.voting_delay,
         params.voting_period,
         params.voting.threshold(params.proposal_threshold),
         params.quorum_percent,
     )
+    governor_artifact = load_artifact(params.voting.governor_contract)
+    if params.voting is VotingModel.MEMBERSHIP_QUADRATIC:
+        governor = sender.deploy(governor_artifact, token, membership, timelock, *rules)
+    else:
+        governor = sender.deploy(governor_artifact, token, timelock, *rules)
     registry = sender.deploy(load_artifact("PolicyRegistry"), timelock)
 
     tl = w3.eth.contract(address=timelock, abi=load_artifact("TimelockController").abi)
@@ -206,6 +217,7 @@ def deploy_governance(sender: Sender, params: GovernanceParams | None = None) ->
         deployer=deployer,
         block_number=first_block,
         params=params,
+        membership=membership,
     )
 
 

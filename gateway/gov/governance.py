@@ -184,10 +184,35 @@ class Governance:
         with gov_errors(f"reading the voting power of {address}"):
             if block is not None:
                 return int(self._governor.functions.getVotes(address, block).call())
-            token = self.w3.eth.contract(
-                address=self.token_address(), abi=load_artifact("AgoraToken").abi
+            model = self.voting_model
+            if model is VotingModel.MEMBERSHIP_QUADRATIC and not self._votes(
+                self.membership_address(), address
+            ):
+                return 0  # not a member
+            return model.weight(self._votes(self.token_address(), address))
+
+    def membership_address(self) -> ChecksumAddress:
+        """The ``AgoraMembership`` whose members vote; ``ChainError`` if there is none."""
+        model = self.voting_model
+        if model is VotingModel.MEMBERSHIP:
+            return self.token_address()
+        if model is not VotingModel.MEMBERSHIP_QUADRATIC:
+            raise ChainError(
+                f"governor {self.governor_address} counts {model.summary}: it has no members "
+                "(deploy with --voting membership or membership-quadratic)"
             )
-            return self.voting_model.weight(int(token.functions.getVotes(address).call()))
+        gated = self.w3.eth.contract(
+            address=self.governor_address,
+            abi=load_artifact("AgoraMembersQuadraticGovernor").abi,
+        )
+        with gov_errors("reading the governor's membership"):
+            return Web3.to_checksum_address(gated.functions.membership().call())
+
+    def _votes(self, votes_contract: ChecksumAddress, account: ChecksumAddress) -> int:
+        """``account``'s current votes in an IVotes contract (token or membership)."""
+        contract = self.w3.eth.contract(address=votes_contract, abi=load_artifact("AgoraToken").abi)
+        with gov_errors(f"reading the votes of {account}"):
+            return int(contract.functions.getVotes(account).call())
 
     def proposals(self) -> list[Proposal]:
         """Every proposal made to this governor since ``from_block``, oldest first."""

@@ -1,4 +1,4 @@
-"""Members of a community that votes one member, one vote: list, admit, remove.
+"""Members of a community where only members vote: list, admit, remove.
 
 ``AgoraMembership`` lets only its authority, fixed at deployment, admit and
 remove members. When that is the governance timelock, admitting someone is a
@@ -21,7 +21,6 @@ from gateway.exceptions import ChainError
 from gateway.gov.errors import gov_errors
 from gateway.gov.governance import Governance, Proposal
 from gateway.gov.transactions import Sender
-from gateway.gov.voting import VotingModel
 
 Change = Literal["add", "remove"]
 
@@ -60,14 +59,8 @@ class Membership:
     """The ``AgoraMembership`` contract a governance counts votes from."""
 
     def __init__(self, governance: Governance) -> None:
-        if governance.voting_model is not VotingModel.MEMBERSHIP:
-            raise ChainError(
-                f"governor {governance.governor_address} counts "
-                f"{governance.voting_model.summary}: it has no members (deploy with "
-                "--voting membership)"
-            )
         self.governance = governance
-        self.address = governance.token_address()
+        self.address = governance.membership_address()
         self._contract = governance.w3.eth.contract(
             address=self.address, abi=load_artifact("AgoraMembership").abi
         )
@@ -119,11 +112,10 @@ class Membership:
             raise ChainError(f"{address} is already a member")
         if change == "remove" and not present:
             raise ChainError(f"{address} is not a member")
-        function = "admit" if change == "add" else "remove"
-        verb = "admit" if change == "add" else "remove"
+        verb = "admit" if change == "add" else "remove"  # also the contract's function
         if self.authority_is_timelock():
             calldata = bytes.fromhex(
-                self._contract.encode_abi(function, args=[address]).removeprefix("0x")
+                self._contract.encode_abi(verb, args=[address]).removeprefix("0x")
             )
             proposal = self.governance.propose(
                 sender,
@@ -140,6 +132,6 @@ class Membership:
                 f"only the membership authority {authority} may {verb} members; "
                 f"{sender.address} is not it"
             )
-        call = getattr(self._contract.functions, function)(address)
+        call = getattr(self._contract.functions, verb)(address)
         receipt = sender.send(call, f"{verb} member {address}")
         return MembershipChange(change, address, None, int(receipt["blockNumber"]))

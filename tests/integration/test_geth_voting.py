@@ -231,3 +231,40 @@ def test_quadratic_cycle_weighs_square_roots(
     human = run_agora("gov", "status", "--all", env=community.envs["deployer"]).stdout
     assert "voting: quadratic (square root of the AGORA tokens" in human
     assert "for 1000 √AGORA, against 0 √AGORA" in human
+
+
+def test_members_quadratic_cycle_counts_only_members(
+    node: GethNode, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    accounts = {"deployer": node.new_account(), "bob": node.new_account()}
+    community = deploy(
+        node,
+        tmp_path_factory.mktemp("members-quadratic"),
+        accounts,
+        "--voting", "membership-quadratic",
+        "--voting-period", "10",
+    )  # fmt: skip
+    deployment = community.deployment
+    assert deployment.membership is not None and deployment.membership != deployment.token
+    listed = community.ok("bob", "members", "list")
+    assert listed["membership"] == deployment.membership
+    assert [m["address"] for m in listed["members"]] == [deployment.deployer]
+    # Bob gets tokens but is no member: he cannot vote with them.
+    w3 = connect(node.url, expected_chain_id=DEV_CHAIN_ID, timeout_s=10)
+    deployer = Sender(w3, Account.from_key(community.envs["deployer"][PRIVATE_KEY_ENV]))
+    token = w3.eth.contract(address=deployment.token, abi=load_artifact("AgoraToken").abi)
+    bob = accounts["bob"].address
+    deployer.send(token.functions.transfer(bob, 640_000 * TOKEN_UNIT), "transfer to Bob")
+    Sender(w3, accounts["bob"]).send(token.functions.delegate(bob), "Bob delegates")
+    pid = str(
+        community.ok("deployer", "propose", "--bundle", str(ROOT / "policies"), "--uri", "u")[
+            "proposal_id"
+        ]
+    )
+    error = community.refused("bob", "vote", pid, "for", "--wait", "60")
+    assert f"insufficient votes: {bob} had no voting power" in error
+    vote = community.ok("deployer", "vote", pid, "for", "--wait", "60")
+    assert vote["weight"] == isqrt(360_000 * TOKEN_UNIT)  # sqrt(360,000) = 600 √AGORA
+    community.ok("deployer", "queue", pid, "--wait", "60")
+    assert community.ok("deployer", "execute", pid, "--wait", "60")["ratification"]["version"] == 1
+    assert community.ok("bob", "status")["voting"]["model"] == "membership-quadratic"

@@ -261,7 +261,7 @@ def test_a_named_membership_authority_admits_directly(authority_world: World) ->
 def test_membership_parameters_are_checked() -> None:
     with pytest.raises(ConfigError, match="proposal_threshold=2 is out of range"):
         GovernanceParams(voting=VotingModel.MEMBERSHIP, proposal_threshold=2)
-    with pytest.raises(ConfigError, match="apply to membership voting only, not token"):
+    with pytest.raises(ConfigError, match="apply to voting with members only, not token"):
         GovernanceParams(initial_members=("0x" + "12" * 20,))
     with pytest.raises(ConfigError, match="voting='liquid' is not one of token, membership"):
         GovernanceParams(voting="liquid")  # type: ignore[arg-type]
@@ -339,3 +339,65 @@ def test_quadratic_splitting_tokens_raises_their_weight(quadratic: World, tmp_pa
     carol = w.governance.vote(w.sender(CAROL), proposal.proposal_id, Support.FOR)
     nobody = w.governance.vote(w.sender(NOBODY), proposal.proposal_id, Support.FOR)
     assert carol + nobody == 2 * isqrt(5_000 * TOKEN_UNIT) > isqrt(10_000 * TOKEN_UNIT)
+
+
+# --- quadratic among members --------------------------------------------------------------
+
+MEMBERS_QUADRATIC_RULES = GovernanceParams(
+    voting_delay=1,
+    voting_period=30,
+    timelock_delay=10,
+    voting=VotingModel.MEMBERSHIP_QUADRATIC,
+    initial_members=tuple(dev_address(who) for who in (DEPLOYER, ALICE, BOB)),
+)
+
+
+@pytest.fixture(scope="module")
+def members_quadratic_deployed() -> Deployed:
+    return deploy_once(MEMBERS_QUADRATIC_RULES)
+
+
+@pytest.fixture
+def members_quadratic(members_quadratic_deployed: Deployed) -> Iterator[World]:
+    yield from reverting(members_quadratic_deployed)
+
+
+def test_members_quadratic_whole_cycle_only_members_weigh(
+    members_quadratic: World, tmp_path: Path
+) -> None:
+    w = members_quadratic
+    assert w.governance.voting_model is VotingModel.MEMBERSHIP_QUADRATIC
+    assert w.deployment.membership is not None and w.deployment.membership != w.deployment.token
+    members = Membership(w.governance)
+    assert members.address == w.deployment.membership
+    assert [m.address for m in members.members()] == list(MEMBERS_QUADRATIC_RULES.initial_members)
+    proposal = w.propose(tmp_path, "members-quadratic")
+    w.open_vote(proposal)
+    alice = w.governance.vote(w.sender(ALICE), proposal.proposal_id, Support.FOR)
+    bob = w.governance.vote(w.sender(BOB), proposal.proposal_id, Support.AGAINST)
+    assert (alice, bob) == (isqrt(300_000 * TOKEN_UNIT), isqrt(400_000 * TOKEN_UNIT))
+    # Carol holds 10,000 tokens but is no member: no weight, and a raw vote counts zero.
+    assert w.governance.voting_power(w.address(CAROL)) == 0
+    with pytest.raises(ChainError, match="had no voting power"):
+        w.governance.vote(w.sender(CAROL), proposal.proposal_id, Support.FOR)
+    governor = w.contract("AgoraMembersQuadraticGovernor", w.deployment.governor)
+    w.sender(CAROL).send(governor.functions.castVote(proposal.proposal_id, 0), "raw vote")
+    deployer = w.governance.vote(w.sender(DEPLOYER), proposal.proposal_id, Support.FOR)
+    tally = w.governance.tally(proposal.proposal_id)
+    assert (tally.votes_for, tally.votes_against) == (alice + deployer, bob)
+    assert tally.quorum == isqrt(40_000 * TOKEN_UNIT)
+    w.enact(proposal)
+    current = RegistryClient(w.chain.w3, w.deployment.registry).current()
+    assert current is not None and current.digest == proposal.digest
+
+
+def test_members_quadratic_a_non_member_can_back_a_member(
+    members_quadratic: World, tmp_path: Path
+) -> None:
+    w = members_quadratic
+    token = w.contract("AgoraToken", w.deployment.token)
+    w.sender(CAROL).send(token.functions.delegate(w.address(ALICE)), "delegate to Alice")
+    proposal = w.propose(tmp_path, "backed")
+    w.open_vote(proposal)
+    weight = w.governance.vote(w.sender(ALICE), proposal.proposal_id, Support.FOR)
+    assert weight == isqrt(310_000 * TOKEN_UNIT)
