@@ -207,7 +207,8 @@ def test_a_member_admitted_by_vote_votes_from_the_next_proposal(
     w.open_vote(pending)
     with pytest.raises(ChainError, match="had no voting power"):
         w.governance.vote(w.sender(CAROL), pending.proposal_id, Support.FOR)
-    w.chain.mine()  # votes count from the block after the one that admitted Carol
+    # A proposal is simulated at the latest block, which reads votes one block back.
+    w.chain.mine()
     after = w.propose(tmp_path, "made-after-admission", who=CAROL)
     w.open_vote(after)
     assert w.governance.vote(w.sender(CAROL), after.proposal_id, Support.FOR) == 1
