@@ -19,6 +19,9 @@ const solc = require("solc");
 const CONTRACTS = {
   AgoraToken: "src/AgoraToken.sol",
   AgoraGovernor: "src/AgoraGovernor.sol",
+  AgoraMembership: "src/AgoraMembership.sol",
+  AgoraMembersQuadraticGovernor: "src/AgoraMembersQuadraticGovernor.sol",
+  AgoraQuadraticGovernor: "src/AgoraQuadraticGovernor.sol",
   PolicyRegistry: "src/PolicyRegistry.sol",
   TimelockController: "@openzeppelin/contracts/governance/TimelockController.sol",
 };

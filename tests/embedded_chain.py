@@ -74,6 +74,11 @@ def revert_error(exc: TransactionFailed) -> RPCError:
     }
 
 
+def dev_address(index: int) -> str:
+    """The address of funded account ``index`` of every embedded chain (without starting one)."""
+    return str(Account.from_key(get_default_account_keys(index + 1)[index].to_bytes()).address)
+
+
 class EmbeddedChain:
     """A chain whose first accounts are funded (1,000,000 ether each) and whose keys are known.
 

@@ -16,10 +16,21 @@ from eth_typing import ABI, HexStr
 
 from gateway.exceptions import ChainError
 
-ContractName = Literal["AgoraToken", "AgoraGovernor", "PolicyRegistry", "TimelockController"]
+ContractName = Literal[
+    "AgoraToken",
+    "AgoraGovernor",
+    "AgoraMembership",
+    "AgoraMembersQuadraticGovernor",
+    "AgoraQuadraticGovernor",
+    "PolicyRegistry",
+    "TimelockController",
+]
 CONTRACT_NAMES: tuple[ContractName, ...] = (
     "AgoraToken",
     "AgoraGovernor",
+    "AgoraMembership",
+    "AgoraMembersQuadraticGovernor",
+    "AgoraQuadraticGovernor",
     "PolicyRegistry",
     "TimelockController",
 )

@@ -1,4 +1,5 @@
-"""The ``agora gov`` command group: deploy the contracts, propose, vote, queue, execute, status.
+"""The ``agora gov`` command group: deploy the contracts, propose, vote, queue, execute, status,
+members.
 
 Only the argument parsing lives here, so that building the ``agora`` parser stays
 fast; the handlers (and web3) load when a ``gov`` command runs
@@ -135,7 +136,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=1_000_000,
         metavar="TOKENS",
-        help="tokens minted to the deployer (1000000)",
+        help="tokens minted to the deployer (1000000; token and quadratic voting)",
+    )
+    rules.add_argument(
+        "--voting",
+        choices=["token", "membership", "quadratic", "membership-quadratic"],
+        default="token",
+        help="how votes weigh: one token one vote (token, the default), one member one vote "
+        "(membership), the square root of the tokens (quadratic), or that among members "
+        "only (membership-quadratic)",
+    )
+    rules.add_argument(
+        "--membership-authority",
+        default="timelock",
+        metavar="timelock|ADDRESS",
+        help="voting with members: who admits and removes members; timelock (the default) "
+        "makes each admission a proposal",
+    )
+    rules.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        dest="members",
+        help="voting with members: a first member (repeat; default: the deployer alone)",
     )
     deploy.add_argument(
         "--out",
@@ -197,6 +221,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="who votes with your tokens (default: yourself)",
     )
     _set_handler(delegate, "delegate")
+
+    members = commands.add_parser(
+        "members",
+        help="voting with members: list, admit and remove members",
+        description="Under --voting membership (or membership-quadratic), only members vote. "
+        "Admitting or removing a member is a proposal when the timelock is the membership "
+        "authority, or the authority's own transaction.",
+    )
+    verbs = members.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    listing = verbs.add_parser(
+        "list", parents=[network, contracts], help="the members, with their vote's delegate"
+    )
+    _set_handler(listing, "members_list")
+    for verb, text in (
+        ("add", "admit ADDRESS (a proposal, or the authority's transaction)"),
+        ("remove", "remove ADDRESS (a proposal, or the authority's transaction)"),
+    ):
+        change = verbs.add_parser(verb, parents=[network, contracts, signer], help=text)
+        change.add_argument("address", metavar="ADDRESS")
+        change.add_argument(
+            "--note", default="", help="rationale appended to the proposal's description"
+        )
+        _set_handler(change, f"members_{verb}")
 
 
 def _set_handler(parser: argparse.ArgumentParser, name: str) -> None:

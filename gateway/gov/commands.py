@@ -31,8 +31,10 @@ from gateway.gov.environment import DEPLOYMENT_ENV, RPC_URL_ENV
 from gateway.gov.errors import gov_errors
 from gateway.gov.governance import OPEN_STATES, Governance, ProposalState, Support
 from gateway.gov.keys import load_account
-from gateway.gov.tokens import TOKEN_SYMBOL, format_tokens
+from gateway.gov.membership import Change, Membership
+from gateway.gov.tokens import TOKEN_SYMBOL
 from gateway.gov.transactions import Sender
+from gateway.gov.voting import VotingModel
 from gateway.pinning.bundle import load_bundle
 
 
@@ -46,6 +48,9 @@ def deploy(args: Namespace) -> int:
         quorum_percent=args.quorum_percent,
         proposal_threshold=args.proposal_threshold,
         initial_supply=args.supply,
+        voting=VotingModel(args.voting),
+        membership_authority=args.membership_authority,
+        initial_members=tuple(args.members),
     )
     w3 = _connect(args, None)
     deployment = deploy_governance(_sender(args, w3), params)
@@ -55,12 +60,25 @@ def deploy(args: Namespace) -> int:
         _print_json(asdict(deployment))
         return 0
     print(f"deployed on chain {deployment.chain_id} from block {deployment.block_number}:")
-    for role in ("token", "timelock", "governor", "registry"):
-        print(f"  {role:9} {getattr(deployment, role)}")
-    print(
-        f"{params.initial_supply} {TOKEN_SYMBOL} minted to {deployment.deployer}, "
-        "who votes with them until they are transferred"
-    )
+    for role in ("token", "membership", "timelock", "governor", "registry"):
+        address = getattr(deployment, role)
+        # Under membership voting the governor's token is the membership: shown once.
+        if address is not None and not (role == "token" and address == deployment.membership):
+            print(f"  {role:10} {address}")
+    print(f"voting: {params.voting.value} ({params.voting.summary})")
+    if params.voting.has_members:
+        members = params.initial_members or (deployment.deployer,)
+        authority = params.membership_authority
+        print(f"members: {', '.join(members)}")
+        print(
+            "members are admitted and removed by "
+            + ("proposal (the timelock)" if authority == "timelock" else str(authority))
+        )
+    if params.voting is not VotingModel.MEMBERSHIP:
+        print(
+            f"{params.initial_supply} {TOKEN_SYMBOL} minted to {deployment.deployer}, "
+            "who votes with them until they are transferred"
+        )
     if args.out is not None:
         print(f"deployment written to {args.out}; pass it as --deployment or ${DEPLOYMENT_ENV}")
     return 0
@@ -102,7 +120,7 @@ def vote(args: Namespace) -> int:
         return 0
     print(
         f"voted {args.support} on proposal {args.proposal_id} "
-        f"with {format_tokens(weight)} {TOKEN_SYMBOL}"
+        f"with {governance.voting_model.format_weight(weight)}"
     )
     return 0
 
@@ -151,6 +169,7 @@ def status(args: Namespace) -> int:
         if args.all or state in OPEN_STATES:
             pid = proposal.proposal_id
             rows.append((proposal, state, governance.tally(pid), governance.eta(pid)))
+    voting = _voting(governance)
     if args.json:
         _print_json(
             {
@@ -158,6 +177,7 @@ def status(args: Namespace) -> int:
                 "block": head,
                 "registry": governance.registry.address,
                 "governor": governance.governor_address,
+                "voting": voting,
                 "current": asdict(current) if current else None,
                 "proposals": [
                     {
@@ -182,15 +202,17 @@ def status(args: Namespace) -> int:
         )
         return 0
     print(f"chain {chain_id} at block {head}; registry {governance.registry.address}")
+    print(f"voting: {voting['model']} ({governance.voting_model.summary})" + _members_line(voting))
     print(f"policy in force: {_describe(current) if current else 'none ratified yet'}")
     print(f"{'all' if args.all else 'open'} proposals: {len(rows) or 'none'}")
+    weight = governance.voting_model.format_weight
     for p, state, t, eta in rows:
         what = f"ratify {p.digest} ({p.uri or '-'})" if p.digest else p.description.splitlines()[0]
         print(f"  #{p.proposal_id} {state.label}: {what}")
         print(
-            f"      for {format_tokens(t.votes_for)}, against {format_tokens(t.votes_against)}, "
-            f"abstain {format_tokens(t.votes_abstain)}; quorum {format_tokens(t.quorum)} "
-            f"{TOKEN_SYMBOL}; voting in blocks {p.vote_start + 1}..{p.vote_end}"
+            f"      for {weight(t.votes_for)}, against {weight(t.votes_against)}, "
+            f"abstain {weight(t.votes_abstain)}; quorum {weight(t.quorum)}; "
+            f"voting in blocks {p.vote_start + 1}..{p.vote_end}"
             + (f"; executable from {_time(eta)}" if state is ProposalState.QUEUED else "")
         )
     return 0
@@ -207,8 +229,63 @@ def delegate(args: Namespace) -> int:
         return 0
     print(
         f"{sender.address} now delegates to {delegatee}, "
-        f"who has {format_tokens(power)} {TOKEN_SYMBOL} of voting power"
+        f"who has {governance.voting_model.format_weight(power)} of voting power"
     )
+    return 0
+
+
+def members_list(args: Namespace) -> int:
+    _, governance = _governance(args)
+    membership = Membership(governance)
+    members = membership.members()
+    authority = membership.authority()
+    if args.json:
+        _print_json(
+            {
+                "membership": membership.address,
+                "authority": authority,
+                "authority_is_timelock": membership.authority_is_timelock(),
+                "members": [asdict(m) for m in members],
+            }
+        )
+        return 0
+    by = "proposal (the timelock)" if membership.authority_is_timelock() else authority
+    print(f"{len(members)} members of {membership.address}; admitted and removed by {by}")
+    for m in members:
+        delegation = "votes itself" if m.delegate == m.address else f"delegates to {m.delegate}"
+        print(f"  {m.address}  {delegation}, {m.votes} vote(s), member since block {m.since_block}")
+    return 0
+
+
+def members_add(args: Namespace) -> int:
+    return _change_membership(args, "add")
+
+
+def members_remove(args: Namespace) -> int:
+    return _change_membership(args, "remove")
+
+
+def _change_membership(args: Namespace, change: Change) -> int:
+    w3, governance = _governance(args)
+    done = Membership(governance).change(_sender(args, w3), change, args.address, args.note)
+    if args.json:
+        _print_json(
+            {
+                "change": done.change,
+                "member": done.member,
+                "proposal_id": done.proposal.proposal_id if done.proposal else None,
+                "block_number": done.block_number,
+            }
+        )
+        return 0
+    verb = "admitted" if change == "add" else "removed"
+    if done.proposal is None:
+        print(f"{done.member} {verb} in block {done.block_number}")
+        return 0
+    p = done.proposal
+    print(f"proposal {p.proposal_id}: {p.description.splitlines()[0]}")
+    print(f"  vote  opens after block {p.vote_start}, closes after block {p.vote_end}")
+    print(f"next: agora gov vote {p.proposal_id} for|against|abstain")
     return 0
 
 
@@ -220,6 +297,9 @@ HANDLERS: Mapping[str, Callable[[Namespace], int]] = {
     "execute": execute,
     "status": status,
     "delegate": delegate,
+    "members_list": members_list,
+    "members_add": members_add,
+    "members_remove": members_remove,
 }
 
 
@@ -265,6 +345,26 @@ def _governance(args: Namespace) -> tuple[Web3, Governance]:
 
 def _sender(args: Namespace, w3: Web3) -> Sender:
     return Sender(w3, load_account(args.keystore))
+
+
+def _voting(governance: Governance) -> dict[str, object]:
+    """The voting model as ``status --json`` reports it (what the community page shows)."""
+    model = governance.voting_model
+    voting: dict[str, object] = {"model": model.value, "token": governance.token_address()}
+    if model.has_members:
+        membership = Membership(governance)
+        voting["membership"] = membership.address
+        voting["members"] = len(membership.admitted())
+        voting["membership_authority"] = membership.authority()
+        voting["authority_is_timelock"] = membership.authority_is_timelock()
+    return voting
+
+
+def _members_line(voting: Mapping[str, object]) -> str:
+    if "members" not in voting:
+        return ""
+    by = "proposal" if voting["authority_is_timelock"] else voting["membership_authority"]
+    return f"; {voting['members']} members, admitted by {by}"
 
 
 def _maybe_wait(

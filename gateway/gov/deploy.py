@@ -1,10 +1,13 @@
 """Deploying the governance contracts and wiring them so that only a vote can ratify a policy.
 
-Order: token, timelock, governor, registry. The timelock then makes the governor
-its only proposer and canceller, lets anyone execute a passed proposal once its
-delay is over, and the deployer renounces the timelock's admin role, so that
-nobody (the deployer included) can bypass a vote. The deployer receives the
-whole token supply, delegated to itself, to distribute to the community.
+Order: token, timelock, governor, registry (under membership voting, the
+timelock comes before the membership: it may be the membership authority). The timelock then
+makes the governor its only proposer and canceller, lets anyone execute a passed
+proposal once its delay is over, and the deployer renounces the timelock's admin
+role, so that nobody (the deployer included) can bypass a vote. Under token and
+quadratic voting the deployer receives the whole token supply, delegated to
+itself, to distribute to the community; under membership voting the initial
+members (the deployer by default) are admitted.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from gateway.exceptions import ChainError, ConfigError
 from gateway.gov.errors import gov_errors
 from gateway.gov.tokens import TOKEN_UNIT
 from gateway.gov.transactions import Sender
+from gateway.gov.voting import VotingModel
 
 ANYONE = "0x0000000000000000000000000000000000000000"
+TIMELOCK_AUTHORITY = "timelock"
 _UINT32_MAX = 2**32 - 1
 _UINT48_MAX = 2**48 - 1
 
@@ -41,21 +46,56 @@ class GovernanceParams:
     timelock_delay: int = 86400  # seconds between queueing a passed proposal and executing it
     quorum_percent: int = 4  # share of the supply that must vote for or abstain
     proposal_threshold: int = 0  # whole tokens of voting power needed to propose
-    initial_supply: int = 1_000_000  # whole tokens minted to the deployer
+    initial_supply: int = 1_000_000  # whole tokens minted to the deployer (token, quadratic)
+    voting: VotingModel = VotingModel.TOKEN  # how votes are weighed
+    # Membership voting only: who admits and removes members ("timelock": a vote), and
+    # who the first members are (none given: the deployer).
+    membership_authority: str = TIMELOCK_AUTHORITY
+    initial_members: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "voting", VotingModel(self.voting))
+        except ValueError:
+            models = ", ".join(m.value for m in VotingModel)
+            raise ConfigError(
+                f"governance parameter voting={self.voting!r} is not one of {models}"
+            ) from None
+        membership = self.voting.has_members
+        # A member has one vote: a threshold of 1 lets only members propose.
+        threshold_max = 1 if self.voting is VotingModel.MEMBERSHIP else self.initial_supply
         checks = {
             "voting_delay": 0 <= self.voting_delay <= _UINT48_MAX,
             "voting_period": 1 <= self.voting_period <= _UINT32_MAX,
             "timelock_delay": self.timelock_delay >= 0,
             "quorum_percent": 0 <= self.quorum_percent <= 100,
-            "proposal_threshold": 0 <= self.proposal_threshold <= self.initial_supply,
+            "proposal_threshold": 0 <= self.proposal_threshold <= threshold_max,
             "initial_supply": self.initial_supply > 0,
         }
         for name, ok in checks.items():
             if not ok:
                 value = getattr(self, name)
                 raise ConfigError(f"governance parameter {name}={value} is out of range")
+        if not membership and (
+            self.membership_authority != TIMELOCK_AUTHORITY or self.initial_members
+        ):
+            raise ConfigError(
+                "governance parameters membership_authority and initial_members apply to "
+                f"voting with members only, not {self.voting.value}"
+            )
+        try:
+            if self.membership_authority != TIMELOCK_AUTHORITY:
+                object.__setattr__(
+                    self,
+                    "membership_authority",
+                    parse_address(self.membership_authority, "membership authority"),
+                )
+            members = tuple(parse_address(m, "initial member") for m in self.initial_members)
+        except ChainError as exc:
+            raise ConfigError(f"governance parameter: {exc}") from None
+        if len(set(members)) != len(members):
+            raise ConfigError("governance parameter initial_members lists a member twice")
+        object.__setattr__(self, "initial_members", members)
 
 
 @dataclass(frozen=True)
@@ -63,13 +103,14 @@ class Deployment:
     """Where the governance contracts live; saved as JSON for ``agora gov --deployment``."""
 
     chain_id: int
-    token: ChecksumAddress
+    token: ChecksumAddress  # what the governor counts: AgoraToken, or AgoraMembership
     timelock: ChecksumAddress
     governor: ChecksumAddress
     registry: ChecksumAddress
     deployer: ChecksumAddress
     block_number: int  # first block of the deployment: event scans start here
     params: GovernanceParams = field(default_factory=GovernanceParams)
+    membership: ChecksumAddress | None = None  # the AgoraMembership, if members vote
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -82,10 +123,14 @@ class Deployment:
                 key: parse_address(str(data[key]), key)
                 for key in ("token", "timelock", "governor", "registry", "deployer")
             }
+            params = dict(data.get("params", {}))
+            params["initial_members"] = tuple(params.get("initial_members", ()))
+            membership = data.get("membership")
             return cls(
+                membership=None if membership is None else parse_address(membership, "membership"),
                 chain_id=int(data["chain_id"]),
                 block_number=int(data["block_number"]),
-                params=GovernanceParams(**data.get("params", {})),
+                params=GovernanceParams(**params),
                 **addresses,
             )
         except (ValueError, TypeError, KeyError, ChainError) as exc:
@@ -102,9 +147,13 @@ class Deployment:
             raise ConfigError(f"deployment file {path} cannot be read: {exc}") from exc
         return cls.from_json(text, str(path))
 
+    @property
+    def voting(self) -> VotingModel:
+        return self.params.voting
+
 
 def deploy_governance(sender: Sender, params: GovernanceParams | None = None) -> Deployment:
-    """Deploy and wire token, timelock, governor and registry from ``sender``'s account."""
+    """Deploy and wire votes, timelock, governor and registry from ``sender``'s account."""
     params = params or GovernanceParams()
     w3 = sender.w3
     with gov_errors("reading the chain before deployment"):
@@ -112,19 +161,39 @@ def deploy_governance(sender: Sender, params: GovernanceParams | None = None) ->
         first_block = int(w3.eth.block_number) + 1
     deployer = sender.address
 
-    token = sender.deploy(load_artifact("AgoraToken"), params.initial_supply * TOKEN_UNIT)
-    timelock = sender.deploy(
-        load_artifact("TimelockController"), params.timelock_delay, [], [ANYONE], deployer
-    )
-    governor = sender.deploy(
-        load_artifact("AgoraGovernor"),
-        token,
-        timelock,
+    def deploy_timelock() -> ChecksumAddress:
+        return sender.deploy(
+            load_artifact("TimelockController"), params.timelock_delay, [], [ANYONE], deployer
+        )
+
+    def deploy_membership(timelock: ChecksumAddress) -> ChecksumAddress:
+        authority = params.membership_authority
+        return sender.deploy(
+            load_artifact("AgoraMembership"),
+            timelock if authority == TIMELOCK_AUTHORITY else authority,
+            list(params.initial_members or (deployer,)),
+        )
+
+    membership = None
+    if params.voting is VotingModel.MEMBERSHIP:
+        timelock = deploy_timelock()
+        token = membership = deploy_membership(timelock)
+    else:
+        token = sender.deploy(load_artifact("AgoraToken"), params.initial_supply * TOKEN_UNIT)
+        timelock = deploy_timelock()
+        if params.voting.has_members:
+            membership = deploy_membership(timelock)
+    rules = (
         params.voting_delay,
         params.voting_period,
-        params.proposal_threshold * TOKEN_UNIT,
+        params.voting.threshold(params.proposal_threshold),
         params.quorum_percent,
     )
+    governor_artifact = load_artifact(params.voting.governor_contract)
+    if params.voting is VotingModel.MEMBERSHIP_QUADRATIC:
+        governor = sender.deploy(governor_artifact, token, membership, timelock, *rules)
+    else:
+        governor = sender.deploy(governor_artifact, token, timelock, *rules)
     registry = sender.deploy(load_artifact("PolicyRegistry"), timelock)
 
     tl = w3.eth.contract(address=timelock, abi=load_artifact("TimelockController").abi)
@@ -137,7 +206,8 @@ def deploy_governance(sender: Sender, params: GovernanceParams | None = None) ->
     sender.send(
         tl.functions.renounceRole(admin_role, deployer), "renouncing the deployer's timelock admin"
     )
-    delegate_votes(sender, token, deployer)
+    if params.voting is not VotingModel.MEMBERSHIP:
+        delegate_votes(sender, token, deployer)
     return Deployment(
         chain_id=chain_id,
         token=token,
@@ -147,6 +217,7 @@ def deploy_governance(sender: Sender, params: GovernanceParams | None = None) ->
         deployer=deployer,
         block_number=first_block,
         params=params,
+        membership=membership,
     )
 
 

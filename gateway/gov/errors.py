@@ -7,6 +7,7 @@ sentences added to the registry's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
@@ -66,6 +67,17 @@ GOVERNANCE_SENTENCES: chain.RevertSentences = {
     "ERC20InsufficientBalance": lambda a: (
         f"{a['sender']} holds {_tokens(a['balance'])}, {_tokens(a['needed'])} needed"
     ),
+    "NotMembershipAuthority": lambda a: (
+        f"only the membership authority may admit or remove members; {a['caller']} is not it"
+    ),
+    "AlreadyMember": lambda a: f"{a['account']} is already a member",
+    "NotMember": lambda a: f"{a['account']} is not a member",
+    "MembershipNotTransferable": lambda a: (
+        "a membership cannot be transferred: members are admitted and removed, one each"
+    ),
+    "MembershipVoteNotDelegable": lambda a: (
+        "a member's vote cannot be delegated: under membership voting each member votes in person"
+    ),
 }
 
 
@@ -80,18 +92,24 @@ def describe_revert(exc: ContractLogicError) -> str:
 
 
 def defeated_reason(
-    proposal_id: int, votes_for: int, votes_against: int, votes_abstain: int, quorum: int
+    proposal_id: int,
+    votes_for: int,
+    votes_against: int,
+    votes_abstain: int,
+    quorum: int,
+    weight: Callable[[int], str] = _tokens,
 ) -> str:
-    """Why a proposal was defeated: below quorum, or not more for than against (base units)."""
+    """Why a proposal was defeated: below quorum, or not more for than against (the votes
+    as the governor weighs them, written by ``weight``: token base units by default)."""
     participation = votes_for + votes_abstain
     if participation < quorum:
         return (
-            f"proposal {proposal_id} was defeated: below quorum ({_tokens(participation)} "
-            f"of the {_tokens(quorum)} needed voted for or abstain)"
+            f"proposal {proposal_id} was defeated: below quorum ({weight(participation)} "
+            f"of the {weight(quorum)} needed voted for or abstain)"
         )
     return (
         f"proposal {proposal_id} was defeated: insufficient votes in favour "
-        f"({_tokens(votes_for)} for, {_tokens(votes_against)} against)"
+        f"({weight(votes_for)} for, {weight(votes_against)} against)"
     )
 
 

@@ -1,6 +1,7 @@
 """The proposal lifecycle for ratifying a policy bundle: propose, vote, queue, execute.
 
-A ratification proposal asks the timelock to call ``PolicyRegistry.ratify(digest, uri)``.
+A ratification proposal asks the timelock to call ``PolicyRegistry.ratify(digest, uri)``
+(other proposals, such as admitting a member, go through the same steps).
 Each step checks the proposal's state first, so that a step taken too early or
 too late is refused with the reason (voting not open yet, defeated below quorum,
 timelock delay not over...) rather than an opaque revert.
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from eth_typing import ChecksumAddress
@@ -33,6 +35,7 @@ from gateway.gov.errors import (
     not_ready_reason,
 )
 from gateway.gov.transactions import Sender
+from gateway.gov.voting import VotingModel, detect_voting_model
 
 
 class Support(IntEnum):
@@ -88,7 +91,8 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Tally:
-    """Votes cast so far (token base units) and the quorum the proposal needs."""
+    """Votes cast so far and the quorum the proposal needs, as the governor weighs them
+    (token base units, members, or their square roots: see :class:`VotingModel`)."""
 
     votes_for: int
     votes_against: int
@@ -142,6 +146,11 @@ class Governance:
 
     # -- reading
 
+    @cached_property
+    def voting_model(self) -> VotingModel:
+        """How this governor weighs votes, read from the chain once."""
+        return detect_voting_model(self.w3, self.governor_address)
+
     def state(self, proposal_id: int) -> ProposalState:
         with gov_errors(f"reading the state of proposal {proposal_id}"):
             return ProposalState(self._governor.functions.state(proposal_id).call())
@@ -163,16 +172,47 @@ class Governance:
         with gov_errors("reading the governor's token"):
             return Web3.to_checksum_address(self._governor.functions.token().call())
 
+    def timelock_address(self) -> ChecksumAddress:
+        """The timelock that executes passed proposals."""
+        with gov_errors("reading the governor's timelock"):
+            return Web3.to_checksum_address(self._governor.functions.timelock().call())
+
     def voting_power(self, account: str, block: int | None = None) -> int:
-        """Votes delegated to ``account`` (token base units), now or at a past ``block``."""
+        """The weight of ``account``'s vote as the governor counts it (see
+        :class:`VotingModel`), now or at a past ``block``."""
         address = parse_address(account, "account")
         with gov_errors(f"reading the voting power of {address}"):
             if block is not None:
                 return int(self._governor.functions.getVotes(address, block).call())
-            token = self.w3.eth.contract(
-                address=self.token_address(), abi=load_artifact("AgoraToken").abi
+            model = self.voting_model
+            if model is VotingModel.MEMBERSHIP_QUADRATIC and not self._votes(
+                self.membership_address(), address
+            ):
+                return 0  # not a member
+            return model.weight(self._votes(self.token_address(), address))
+
+    def membership_address(self) -> ChecksumAddress:
+        """The ``AgoraMembership`` whose members vote; ``ChainError`` if there is none."""
+        model = self.voting_model
+        if model is VotingModel.MEMBERSHIP:
+            return self.token_address()
+        if model is not VotingModel.MEMBERSHIP_QUADRATIC:
+            raise ChainError(
+                f"governor {self.governor_address} counts {model.summary}: it has no members "
+                "(deploy with --voting membership or membership-quadratic)"
             )
-            return int(token.functions.getVotes(address).call())
+        gated = self.w3.eth.contract(
+            address=self.governor_address,
+            abi=load_artifact("AgoraMembersQuadraticGovernor").abi,
+        )
+        with gov_errors("reading the governor's membership"):
+            return Web3.to_checksum_address(gated.functions.membership().call())
+
+    def _votes(self, votes_contract: ChecksumAddress, account: ChecksumAddress) -> int:
+        """``account``'s current votes in an IVotes contract (token or membership)."""
+        contract = self.w3.eth.contract(address=votes_contract, abi=load_artifact("AgoraToken").abi)
+        with gov_errors(f"reading the votes of {account}"):
+            return int(contract.functions.getVotes(account).call())
 
     def proposals(self) -> list[Proposal]:
         """Every proposal made to this governor since ``from_block``, oldest first."""
@@ -200,19 +240,39 @@ class Governance:
         if current is not None and current.digest == digest:
             raise ChainError(f"bundle {digest} is already the ratified version {current.version}")
         self.check()
-        description = ratification_description(digest, uri, note)
         calldata = bytes.fromhex(
             self._registry.encode_abi("ratify", args=[digest_bytes, uri]).removeprefix("0x")
         )
-        existing = self._existing_proposal_id(calldata, description)
+        return self.propose(
+            sender,
+            self.registry.address,
+            calldata,
+            ratification_description(digest, uri, note),
+            f"ratify {digest}",
+            "this bundle and uri",
+        )
+
+    def propose(
+        self,
+        sender: Sender,
+        target: ChecksumAddress,
+        calldata: bytes,
+        description: str,
+        action: str,
+        what: str,
+    ) -> Proposal:
+        """Propose that the timelock call ``target`` with ``calldata``; ``action`` names it in
+        errors ("ratify sha256:..."), ``what`` names its arguments ("this bundle and uri")."""
+        existing = self._existing_proposal_id(target, calldata, description)
         if existing is not None:
             raise ChainError(
-                f"proposal {existing} already proposes this bundle and uri "
+                f"proposal {existing} already proposes {what} "
                 f"({self.state(existing).label}); add a note to propose it again"
             )
+        self._check_proposer(sender.address)
         receipt = sender.send(
-            self._governor.functions.propose([self.registry.address], [0], [calldata], description),
-            f"proposing to ratify {digest}",
+            self._governor.functions.propose([target], [0], [calldata], description),
+            f"proposing to {action}",
         )
         events = self._governor.events.ProposalCreated().process_receipt(receipt)
         if not events:
@@ -301,7 +361,12 @@ class Governance:
         if state is ProposalState.DEFEATED:
             t = self.tally(proposal_id)
             return defeated_reason(
-                proposal_id, t.votes_for, t.votes_against, t.votes_abstain, t.quorum
+                proposal_id,
+                t.votes_for,
+                t.votes_against,
+                t.votes_abstain,
+                t.quorum,
+                self.voting_model.format_weight,
             )
         if state in (ProposalState.PENDING, ProposalState.ACTIVE):
             with gov_errors(f"reading the deadline of proposal {proposal_id}"):
@@ -312,11 +377,30 @@ class Governance:
             )
         return f"proposal {proposal_id} is {state.label}: it cannot be {step}"
 
-    def _existing_proposal_id(self, calldata: bytes, description: str) -> int | None:
+    def _existing_proposal_id(
+        self, target: ChecksumAddress, calldata: bytes, description: str
+    ) -> int | None:
         for proposal in self.proposals():
-            if proposal.calldatas == (calldata,) and proposal.description == description:
+            if (proposal.targets, proposal.calldatas) == ((target,), (calldata,)) and (
+                proposal.description == description
+            ):
                 return proposal.proposal_id
         return None
+
+    def _check_proposer(self, proposer: ChecksumAddress) -> None:
+        """Refuse, in the model's units, a proposer below the proposal threshold (the
+        governor counts the votes at the block before the proposal's: the latest one)."""
+        with gov_errors("reading the proposal threshold"):
+            threshold = int(self._governor.functions.proposalThreshold().call())
+        if threshold == 0:
+            return
+        votes = self.voting_power(proposer)
+        if votes < threshold:
+            weight = self.voting_model.format_weight
+            raise ChainError(
+                f"insufficient votes to propose: {proposer} has {weight(votes)}, "
+                f"the proposal threshold is {weight(threshold)}"
+            )
 
     def _operation(self, proposal: Proposal) -> tuple[list[str], list[int], list[bytes], bytes]:
         return (

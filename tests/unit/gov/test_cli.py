@@ -38,7 +38,21 @@ def test_subcommands_parse_and_keys_are_not_options(parser: argparse.ArgumentPar
     assert parser.parse_args(["gov", "queue", "3"]).wait is None
     deploy = parser.parse_args(["gov", "deploy", "--voting-period", "5", "--out", "d.json"])
     assert (deploy.voting_period, deploy.voting_delay, deploy.out) == (5, 7200, Path("d.json"))
-    for argv in (["vote", "3", "maybe"], ["deploy", "--private-key", "0x11"], []):
+    assert deploy.voting == "token" and deploy.membership_authority == "timelock"
+    members = parser.parse_args(
+        ["gov", "deploy", "--voting", "membership", "--member", "0x1", "--member", "0x2"]
+    )
+    assert (members.voting, members.members) == ("membership", ["0x1", "0x2"])
+    add = parser.parse_args(["gov", "members", "add", "0xAb", "--note", "welcome"])
+    assert (add.address, add.note) == ("0xAb", "welcome")
+    assert parser.parse_args(["gov", "members", "list", "--json"]).json
+    for argv in (
+        ["vote", "3", "maybe"],
+        ["deploy", "--private-key", "0x11"],
+        [],
+        ["deploy", "--voting", "liquid"],
+        ["members"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args(["gov", *argv])
         assert exit_info.value.code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from gateway.chain.artifacts import CONTRACT_NAMES, load_artifact
 from gateway.exceptions import ConfigError
 from gateway.gov.deploy import Deployment, GovernanceParams
 from gateway.gov.tokens import format_tokens
+from gateway.gov.voting import VotingModel
 
 ROOT = Path(__file__).resolve().parents[3]
 ADDRESS = Web3.to_checksum_address("0x" + "12" * 20)
@@ -26,6 +28,32 @@ def test_the_packaged_artifacts_are_the_committed_ones() -> None:
         artifact = load_artifact(name)
         assert artifact.bytecode.startswith("0x") and len(artifact.bytecode) > 1000
         assert any(entry.get("type") == "constructor" for entry in artifact.abi)
+
+
+def test_a_deployment_file_from_before_voting_models_is_token_voting() -> None:
+    """Files written before ``voting`` existed keep loading, as token voting."""
+    text = json.dumps(
+        {
+            "chain_id": 1337,
+            "block_number": 3,
+            **{k: ADDRESS for k in ("token", "timelock", "governor", "registry", "deployer")},
+            "params": {"voting_delay": 1, "voting_period": 5},
+        }
+    )
+    deployment = Deployment.from_json(text, "old.json")
+    assert deployment.voting is VotingModel.TOKEN
+    assert '"voting": "token"' in deployment.to_json()
+
+
+def test_weights_are_written_in_each_model_s_units() -> None:
+    assert VotingModel.TOKEN.format_weight(1_500_000_000_000_000_000) == "1.5 AGORA"
+    assert VotingModel.MEMBERSHIP.format_weight(1) == "1 vote"
+    assert VotingModel.MEMBERSHIP.format_weight(3) == "3 votes"
+    assert VotingModel.QUADRATIC.format_weight(10**12) == "1000 √AGORA"
+    assert VotingModel.QUADRATIC.weight(4 * 10**18) == 2 * 10**9
+    assert VotingModel.QUADRATIC.threshold(100) == 10 * 10**9
+    assert VotingModel.MEMBERSHIP.threshold(1) == 1
+    assert VotingModel.TOKEN.threshold(100) == 100 * 10**18
 
 
 def test_a_deployment_file_round_trips_and_names_its_problems(tmp_path: Path) -> None:
