@@ -17,6 +17,7 @@ from gateway.config.sections import (
     Limits,
     Listen,
     Policy,
+    Transparency,
     Upstream,
     UpstreamTimeouts,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "Listen",
     "Policy",
     "Settings",
+    "Transparency",
     "Upstream",
     "UpstreamTimeouts",
     "apply_env_overrides",

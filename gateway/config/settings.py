@@ -31,6 +31,7 @@ from gateway.config.sections import (
     Limits,
     Listen,
     Policy,
+    Transparency,
     Upstream,
     _Strict,
 )
@@ -59,6 +60,7 @@ class Settings(_Strict):
     limits: Limits = Limits()
     admin: Admin = Admin()
     bundle_service: BundleService = BundleService()
+    transparency: Transparency = Transparency()
     header_allowlist: Annotated[
         list[str],
         Field(
