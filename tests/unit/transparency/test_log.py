@@ -82,7 +82,7 @@ async def test_checkpoints_every_n_records_and_at_shutdown(tmp_path: Path) -> No
     first = lines(tmp_path / "decisions.jsonl")[0]
     assert leaf_of_line(first) == first[: first.index(b',"hash":')] + b"}"
     assert (
-        "sha256:" + __import__("hashlib").sha256(leaf_of_line(first)).hexdigest()
+        "sha256:" + hashlib.sha256(leaf_of_line(first)).hexdigest()
         == (parse_line(first[:-1])["hash"])
     )
 
