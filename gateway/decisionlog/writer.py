@@ -331,19 +331,25 @@ class DecisionLogWriter:
         if self._broken:
             self._repair()
         durability = self._config.durability
-        while self._batch:
-            fields = self._batch[0].fields
-            record_time = cast(str, fields["time"])
-            if self._rotation_due(record_time):
-                self._rotate()
-            digest, line = seal(fields, self._next_seq, self._prev)
-            if self._file_first is None:
-                self._file_first = self._first_record(record_time, self._next_seq)
-            self._tlog.add(line, cast(str, fields["decision_id"]))
-            self._unsynced.append(_Line(line, self._batch.popleft().done))
-            self._file_bytes += len(line)
-            self._next_seq += 1
-            self._prev = digest
+        lines: list[bytes] = []
+        ids: list[str] = []
+        try:  # the tree takes every record chained, even if a rotation fails midway
+            while self._batch:
+                fields = self._batch[0].fields
+                record_time = cast(str, fields["time"])
+                if self._rotation_due(record_time):
+                    self._rotate()
+                digest, line = seal(fields, self._next_seq, self._prev)
+                if self._file_first is None:
+                    self._file_first = self._first_record(record_time, self._next_seq)
+                lines.append(line)
+                ids.append(cast(str, fields["decision_id"]))
+                self._unsynced.append(_Line(line, self._batch.popleft().done))
+                self._file_bytes += len(line)
+                self._next_seq += 1
+                self._prev = digest
+        finally:
+            self._tlog.add(lines, ids)
         self._write()
         interval_due = time.monotonic() - self._last_sync >= self._config.interval_ms / 1000
         checkpoint_due = self._tlog.checkpoint_due(self._next_seq - 1)

@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,6 +55,7 @@ logger = logging.getLogger("agora.transparency")
 
 _HASH_MEMBER = len(b',"hash":"sha256:') + 64 + len(b'"}')
 _ID_BYTES = 8
+_DECODER = json.JSONDecoder()
 _sha256 = hashlib.sha256
 
 
@@ -190,12 +191,13 @@ class TransparencyLog:
                 count, latest.checkpoint.size,
             )  # fmt: skip
 
-    def add(self, line: bytes, decision_id: str) -> None:
-        """Add a record just chained (its log line with newline) as the next leaf."""
-        leaf = _sha256(b"\x00" + line[: -_HASH_MEMBER - 1] + b"}").digest()
-        self.tree.append((leaf,))
+    def add(self, lines: Sequence[bytes], decision_ids: Sequence[str]) -> None:
+        """Add records just chained (their log lines, with newline) as the next leaves."""
+        cut = -_HASH_MEMBER - 1
+        self.tree.append(_sha256(b"\x00" + line[:cut] + b"}").digest() for line in lines)
+        ids = b"".join(_id_hash(decision_id) for decision_id in decision_ids)
         with self._ids_lock:
-            self._ids += _id_hash(decision_id)
+            self._ids += ids
 
     def checkpoint_due(self, size: int) -> bool:
         """Whether a checkpoint should be signed now over ``size`` records."""
@@ -279,7 +281,7 @@ class TransparencyLog:
 
     def _index(self, line: bytes, hashes: list[bytes]) -> None:
         hashes.append(_sha256(b"\x00" + leaf_of_line(line)).digest())
-        self._ids += _id_hash(json.loads(line)["decision_id"])
+        self._ids += _id_hash(_decision_id(line))
 
     def _check_consistent(self, old: Checkpoint, size: int) -> None:
         if size < old.size:
@@ -331,6 +333,23 @@ class TransparencyLog:
             os.close(fd)
         if created:
             fsync_dir(self._path.parent)
+
+
+def _decision_id(line: bytes) -> str:
+    """The record's ``decision_id``, read without parsing the whole line where that is safe.
+
+    Keys are sorted: without a ``body``, only scalars (``allow``, ``api``,
+    ``caller_sub_hash``) come before ``decision_id``, so its first occurrence is
+    the record's own.
+    """
+    at = line.find(b'"decision_id":"')
+    body = line.find(b',"body":')
+    if at < 0 or 0 <= body < at:
+        value: str = json.loads(line)["decision_id"]
+        return value
+    text = line[at + len(b'"decision_id":') :].decode()
+    value, _ = _DECODER.raw_decode(text)
+    return value
 
 
 def _id_hash(decision_id: str) -> bytes:
