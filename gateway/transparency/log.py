@@ -281,7 +281,7 @@ class TransparencyLog:
 
     def _index(self, line: bytes, hashes: list[bytes]) -> None:
         hashes.append(_sha256(b"\x00" + leaf_of_line(line)).digest())
-        self._ids += _id_hash(_decision_id(line))
+        self._ids += _id_hash(decision_id_of_line(line))
 
     def _check_consistent(self, old: Checkpoint, size: int) -> None:
         if size < old.size:
@@ -335,7 +335,7 @@ class TransparencyLog:
             fsync_dir(self._path.parent)
 
 
-def _decision_id(line: bytes) -> str:
+def decision_id_of_line(line: bytes) -> str:
     """The record's ``decision_id``, read without parsing the whole line where that is safe.
 
     Keys are sorted: without a ``body``, only scalars (``allow``, ``api``,
@@ -361,6 +361,7 @@ __all__ = [
     "TransparencyLog",
     "TreeHead",
     "UnknownCheckpoint",
+    "decision_id_of_line",
     "leaf_of_line",
     "load_signer",
 ]
