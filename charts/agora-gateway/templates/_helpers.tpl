@@ -63,6 +63,7 @@ agora.dev/listener: admin
 {{- define "agora.bundleMountDir" -}}/opt/agora/bundle{{- end }}
 {{- define "agora.bundleDir" -}}/var/lib/agora/bundles{{- end }}
 {{- define "agora.authKeyDir" -}}/var/run/agora/auth{{- end }}
+{{- define "agora.transparencyKeyDir" -}}/var/run/agora/transparency{{- end }}
 
 {{/* Environment variables that carry secrets (never values of the chart). */}}
 {{- define "agora.upstreamKeyEnv" -}}
