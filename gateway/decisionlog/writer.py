@@ -41,7 +41,7 @@ from gateway.decisionlog.jcs import costly_to_encode
 from gateway.decisionlog.record import DecisionEntry, build_record, caller_key, format_time, seal
 from gateway.decisionlog.recovery import recover
 from gateway.lifecycle import State
-from gateway.transparency.log import TransparencyLog
+from gateway.transparency import log as transparency_log  # a module: the two import each other
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ class DecisionLogWriter:
         self._path: Path = config.path
         environ = os.environ if environ is None else environ
         self._caller_key = caller_key(config, environ)
-        self._tlog = TransparencyLog(transparency or Transparency(), config.path, environ)
+        self._tlog = transparency_log.TransparencyLog(
+            transparency or Transparency(), config.path, environ
+        )
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(config.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -132,7 +134,7 @@ class DecisionLogWriter:
         return self._head
 
     @property
-    def transparency(self) -> TransparencyLog:
+    def transparency(self) -> transparency_log.TransparencyLog:
         """The Merkle tree over the records and the checkpoints signed over it."""
         return self._tlog
 

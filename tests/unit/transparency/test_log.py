@@ -235,3 +235,9 @@ async def test_after_a_sigkill_the_next_checkpoint_is_consistent_with_the_last(
     assert verify_consistency(before.size, after.size, before.root, after.root, proof)
     assert naive_tree(path).root() == after.root
     assert verify([path]).ok
+
+
+def test_the_transparency_log_imports_first_in_a_fresh_interpreter() -> None:
+    """The writer and the tree import each other; either may be imported first."""
+    for module in ("gateway.transparency.log", "gateway.transparency.endpoints"):
+        subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
