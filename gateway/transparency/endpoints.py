@@ -40,6 +40,8 @@ def _log(request: Request) -> tuple[TransparencyLog, int]:
     """The transparency log, and how many records are in the files (proofs stay below)."""
     gateway: Gateway = request.app.state.gateway
     writer = gateway.recorder.writer
+    if not writer.transparency.available:
+        raise _BadQuery("no Merkle tree: the log's first files are not beside it", 503)
     return writer.transparency, min(writer.count, writer.transparency.tree.size)
 
 
@@ -73,7 +75,7 @@ def _b64(value: bytes) -> str:
 
 
 async def checkpoint(request: Request) -> Response:
-    tlog, _ = _log(request)
+    tlog: TransparencyLog = request.app.state.gateway.recorder.writer.transparency
     if tlog.log_key is None:
         return _error("this gateway signs no checkpoints (transparency.key_file)", 404)
     try:
@@ -87,8 +89,8 @@ async def checkpoint(request: Request) -> Response:
 
 
 async def inclusion(request: Request) -> Response:
-    tlog, written = _log(request)
     try:
+        tlog, written = _log(request)
         size = _size(request, tlog, written, "size")
         decision_id = request.query_params.get("decision_id")
         if decision_id is not None:
@@ -121,8 +123,8 @@ async def inclusion(request: Request) -> Response:
 
 
 async def consistency(request: Request) -> Response:
-    tlog, written = _log(request)
     try:
+        tlog, written = _log(request)
         second = _size(request, tlog, written, "to")
         first = _int(request, "from")
         if first > second:
@@ -142,7 +144,7 @@ async def consistency(request: Request) -> Response:
 
 async def cosignature(request: Request) -> Response:
     """A witness hands in its cosignature: kept, and published with the checkpoint."""
-    tlog, _ = _log(request)
+    tlog: TransparencyLog = request.app.state.gateway.recorder.writer.transparency
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

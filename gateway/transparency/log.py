@@ -127,6 +127,8 @@ class TransparencyLog:
         self._signed: dict[int, SignedCheckpoint] = {}
         self._latest: SignedCheckpoint | None = None
         self._last_signed_at = time.monotonic()
+        self.available = True
+        """False when the files lack the start of the chain (no key: no tree, no proofs)."""
 
     @property
     def log_key(self) -> Verifier | None:
@@ -177,10 +179,16 @@ class TransparencyLog:
                 for line in file:
                     self._index(line, hashes)
         if len(hashes) != count:
-            raise DecisionLogError(
+            problem = (
                 f"the files of {self._log_path} hold {len(hashes)} records but the chain has "
                 f"{count}: the tree needs every record from seq 1 (were files archived?)"
             )
+            if self._signer is not None:
+                raise DecisionLogError(f"{problem}; refusing to sign checkpoints")
+            logger.warning("%s; no Merkle tree or proofs for this log", problem)
+            self._ids.clear()
+            self.available = False
+            return
         self.tree.append(hashes)
         self._load_checkpoints()
         latest = self._latest
@@ -193,6 +201,8 @@ class TransparencyLog:
 
     def add(self, lines: Sequence[bytes], decision_ids: Sequence[str]) -> None:
         """Add records just chained (their log lines, with newline) as the next leaves."""
+        if not self.available:
+            return
         cut = -_HASH_MEMBER - 1
         self.tree.append(_sha256(b"\x00" + line[:cut] + b"}").digest() for line in lines)
         ids = b"".join(_id_hash(decision_id) for decision_id in decision_ids)

@@ -49,6 +49,8 @@ class Witness:
     state: Path
 
     def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise WitnessError(f"the gateway URL must be http:// or https://, not {self.url!r}")
         if self.signer.kind != COSIGNATURE_V1:
             raise WitnessError("the witness key is not a cosignature key (keygen --witness)")
 

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.config import DecisionLog, Transparency
 from gateway.decisionlog import DecisionLogError, DecisionLogWriter, seal, verify
+from gateway.decisionlog.files import rotated_files
 from gateway.decisionlog.record import parse_line
 from gateway.exceptions import ConfigError
 from gateway.transparency.checkpoint import SignedCheckpoint
@@ -241,3 +242,42 @@ def test_the_transparency_log_imports_first_in_a_fresh_interpreter() -> None:
     """The writer and the tree import each other; either may be imported first."""
     for module in ("gateway.transparency.log", "gateway.transparency.endpoints"):
         subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
+
+
+async def test_the_tree_spans_rotated_files_and_is_rebuilt_from_them(tmp_path: Path) -> None:
+    log, transparency = configs(tmp_path, checkpoint_every=7)
+    log = log.model_copy(update={"rotate_bytes": 2000})
+    writer = DecisionLogWriter(log, environ=ENV, transparency=transparency)
+    await writer.start()
+    for i in range(40):
+        await writer.submit(decision(i), durable=True)
+    await writer.stop()
+    files = [*rotated_files(log.path), log.path]
+    assert len(files) > 3
+    tree = MerkleTree()
+    tree.append(leaf_hash(leaf_of_line(line)) for path in files for line in lines(path))
+    assert writer.transparency.tree.root() == tree.root()
+    restarted = DecisionLogWriter(log, environ=ENV, transparency=transparency)
+    await restarted.start()
+    assert restarted.transparency.tree.root() == tree.root()
+    assert restarted.transparency.find("d-000003") == [3]
+    await restarted.stop()
+
+
+async def test_archived_files_leave_no_tree_and_no_signing(tmp_path: Path) -> None:
+    log, transparency = configs(tmp_path, checkpoint_every=7)
+    log = log.model_copy(update={"rotate_bytes": 2000})
+    unsigned = Transparency()
+    writer = DecisionLogWriter(log, environ=ENV, transparency=transparency)
+    await writer.start()
+    for i in range(30):
+        await writer.submit(decision(i), durable=True)
+    await writer.stop()
+    rotated_files(log.path)[0].unlink()  # archived away
+    without_key = DecisionLogWriter(log, environ=ENV, transparency=unsigned)
+    await without_key.start()  # the log goes on; proofs are unavailable
+    assert not without_key.transparency.available
+    await without_key.submit(decision(99))
+    await without_key.stop()
+    with pytest.raises(DecisionLogError, match="from seq 1"):
+        await DecisionLogWriter(log, environ=ENV, transparency=transparency).start()
