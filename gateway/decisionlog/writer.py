@@ -38,7 +38,13 @@ from gateway.decisionlog.errors import (
 )
 from gateway.decisionlog.files import fsync_dir, lock_exclusively, rotated_name
 from gateway.decisionlog.jcs import costly_to_encode
-from gateway.decisionlog.record import DecisionEntry, build_record, caller_key, format_time, seal
+from gateway.decisionlog.record import (
+    DecisionEntry,
+    caller_key,
+    format_time,
+    prepare_record,
+    seal_canonical,
+)
 from gateway.decisionlog.recovery import recover
 from gateway.lifecycle import State
 from gateway.transparency import log as transparency_log  # a module: the two import each other
@@ -51,6 +57,8 @@ _MAX_BACKOFF_S = 5.0
 @dataclass(slots=True)
 class _Item:
     fields: dict[str, object]
+    canonical: bytes
+    """The canonical JSON of ``fields``, chained without encoding them again."""
     done: asyncio.Future[None] | None
 
 
@@ -183,11 +191,11 @@ class DecisionLogWriter:
         include_body = self._config.include_body and decision.event == "decision"
         try:
             if include_body and costly_to_encode(decision.body):
-                fields = await asyncio.to_thread(
-                    build_record, decision, caller_key=self._caller_key, include_body=True
+                fields, canonical = await asyncio.to_thread(
+                    prepare_record, decision, caller_key=self._caller_key, include_body=True
                 )
             else:
-                fields = build_record(
+                fields, canonical = prepare_record(
                     decision, caller_key=self._caller_key, include_body=include_body
                 )
         except (ValueError, TypeError) as exc:
@@ -195,7 +203,7 @@ class DecisionLogWriter:
         if self._closing:  # stopped while the record was being built
             raise DecisionLogUnavailable("the decision log writer is not running")
         done = asyncio.get_running_loop().create_future() if durable else None
-        item = _Item(fields, done)
+        item = _Item(fields, canonical, done)
         if not self._blocked and not self._queue.full():
             self._queue.put_nowait(item)
         elif self._config.on_full == "fail_closed":
@@ -337,11 +345,12 @@ class DecisionLogWriter:
         ids: list[str] = []
         try:  # the tree takes every record chained, even if a rotation fails midway
             while self._batch:
-                fields = self._batch[0].fields
+                item = self._batch[0]
+                fields = item.fields
                 record_time = cast(str, fields["time"])
                 if self._rotation_due(record_time):
                     self._rotate()
-                digest, line = seal(fields, self._next_seq, self._prev)
+                digest, line = seal_canonical(item.canonical, self._next_seq, self._prev)
                 if self._file_first is None:
                     self._file_first = self._first_record(record_time, self._next_seq)
                 lines.append(line)
