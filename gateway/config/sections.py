@@ -344,6 +344,11 @@ class Transparency(_Strict):
     """File holding the log's signer key (``PRIVATE+KEY+<name>+...``, ``agora log keygen``)."""
     key_env: EnvName | None = None
     """Or: environment variable holding that key. Neither: checkpoints are not signed."""
+    origin: Annotated[
+        str | None, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+    ] = None
+    """The checkpoints' origin line, naming this log; None: the log key's name. Logs signed
+    with one key (replicas) each need their own."""
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000
     """Sign a checkpoint once this many records were added since the last one."""
     checkpoint_interval_s: Annotated[float, Field(gt=0)] = 60.0

@@ -6,8 +6,8 @@
     <tree size, decimal>
     <root hash, base64>
 
-The gateway's origin is the name of its log key, so that a checkpoint names
-the key that signs it.
+The gateway's origin is ``transparency.origin``, by default the name of its
+log key.
 """
 
 from __future__ import annotations
@@ -63,16 +63,16 @@ class SignedCheckpoint:
     note: Note
 
     @classmethod
-    def open(cls, message: str, log_key: Verifier) -> SignedCheckpoint:
-        """Parse a signed checkpoint and verify the log's signature; raise NoteError."""
+    def open(cls, message: str, log_key: Verifier, origin: str | None = None) -> SignedCheckpoint:
+        """Parse a signed checkpoint and verify the log's signature; raise NoteError.
+
+        With ``origin``, the checkpoint must be of the log of that name.
+        """
         note = Note.parse(message)
         note.verified_by(log_key)
         checkpoint = Checkpoint.parse(note.text)
-        if checkpoint.origin != log_key.name:
-            raise NoteError(
-                f"checkpoint origin {checkpoint.origin!r} is not the log key's name "
-                f"{log_key.name!r}"
-            )
+        if origin is not None and checkpoint.origin != origin:
+            raise NoteError(f"checkpoint of {checkpoint.origin!r}, not of {origin!r}")
         return cls(checkpoint, note)
 
     def __str__(self) -> str:

@@ -80,6 +80,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     witness.add_argument("--key", type=Path, required=True, help="file with the witness's key")
     witness.add_argument("--state", type=Path, required=True, help="the last checkpoint accepted")
     witness.add_argument(
+        "--origin", help="the log's origin (default: the first checkpoint's, then held to it)"
+    )
+    witness.add_argument(
         "--interval", type=float, default=0, help="repeat every this many seconds (0: once)"
     )
     witness.set_defaults(func=run_witness)
@@ -226,6 +229,7 @@ def run_witness(args: argparse.Namespace) -> int:
             log_key=Verifier.parse(_key_text(args.log_key)),
             signer=Signer.parse(args.key.read_text(encoding="utf-8")),
             state=args.state,
+            origin=args.origin,
         )
     except (OSError, NoteError, WitnessError) as exc:
         print(f"agora log witness: {exc}", file=sys.stderr)

@@ -136,6 +136,13 @@ class TransparencyLog:
         return None if self._signer is None else self._signer.verifier
 
     @property
+    def origin(self) -> str:
+        """The checkpoints' origin line: ``transparency.origin``, else the log key's name."""
+        if self._config.origin is not None:
+            return self._config.origin
+        return "" if self._signer is None else self._signer.name
+
+    @property
     def latest(self) -> SignedCheckpoint | None:
         """The last checkpoint signed, with the cosignatures received for it."""
         return self._latest
@@ -241,7 +248,7 @@ class TransparencyLog:
             if size <= latest.checkpoint.size:
                 return None
             self._check_consistent(latest.checkpoint, size)
-        checkpoint = Checkpoint(self._signer.name, size, self.tree.root(size))
+        checkpoint = Checkpoint(self.origin, size, self.tree.root(size))
         note = Note(checkpoint.text, (self._signer.sign_line(checkpoint.text),))
         signed = SignedCheckpoint(checkpoint, note)
         with self._lock:

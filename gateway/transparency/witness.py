@@ -47,6 +47,8 @@ class Witness:
     log_key: Verifier
     signer: Signer
     state: Path
+    origin: str | None = None
+    """The log's origin; None: the one of the first checkpoint accepted (then held to it)."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -61,7 +63,7 @@ class Witness:
         except FileNotFoundError:
             return None
         try:
-            return SignedCheckpoint.open(text, self.log_key)
+            return SignedCheckpoint.open(text, self.log_key, self.origin)
         except NoteError as exc:
             raise WitnessError(f"{self.state}: not a checkpoint of this log ({exc})") from None
 
@@ -72,11 +74,12 @@ class Witness:
         and the state is kept), WitnessError for any other failure.
         """
         text = self._get("/transparency/checkpoint")
+        old = self.held()
+        origin = self.origin if old is None else old.checkpoint.origin
         try:
-            new = SignedCheckpoint.open(text, self.log_key)
+            new = SignedCheckpoint.open(text, self.log_key, origin)
         except NoteError as exc:
             raise WitnessError(f"the gateway's checkpoint does not verify: {exc}") from None
-        old = self.held()
         if old is not None:
             self._check_extends(old, new)
         line = self.signer.sign_line(new.note.text, int(time.time()))

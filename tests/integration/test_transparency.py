@@ -24,6 +24,7 @@ from tests.integration.conftest import RunningGateway, StartGateway
 from tests.support import ROOT, TOOL_BIN, run_agora
 
 LOG_KEY = Signer.generate("agora.test/decisions")
+ORIGIN = "agora.test/decisions/replica-0"
 WITNESSES = [Signer.generate(f"witness.test/w{i}", COSIGNATURE_V1) for i in (1, 2)]
 TLOGCHECK = ROOT / "tools" / "tlogcheck"
 
@@ -47,11 +48,14 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return Keys(log_key_file, witness_files)
 
 
-def start(start_gateway: StartGateway, keys: Keys, log_path: Path) -> RunningGateway:
+def start(
+    start_gateway: StartGateway, keys: Keys, log_path: Path, origin: str | None = None
+) -> RunningGateway:
     return start_gateway(
         decision_log={"path": str(log_path), "durability": "batch"},
         transparency={
             "key_file": str(keys.log_key_file),
+            "origin": origin,
             "checkpoint_every": 5,
             "checkpoint_interval_s": 0.2,
             "witnesses": [str(w.verifier) for w in WITNESSES],
@@ -90,7 +94,8 @@ def settled(gateway: RunningGateway) -> SignedCheckpoint:
 def gateway(
     start_gateway: StartGateway, keys: Keys, tmp_path_factory: pytest.TempPathFactory
 ) -> RunningGateway:
-    running = start(start_gateway, keys, tmp_path_factory.mktemp("log") / "decisions.jsonl")
+    log_path = tmp_path_factory.mktemp("log") / "decisions.jsonl"
+    running = start(start_gateway, keys, log_path, origin=ORIGIN)
     decide(running, 14, "warm-up")
     return running
 
@@ -110,7 +115,7 @@ def test_checkpoints_are_signed_notes_over_the_log(gateway: RunningGateway) -> N
     signed = settled(gateway)
     response = httpx.get(f"{gateway.url}/transparency/checkpoint")
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
-    assert signed.checkpoint.origin == "agora.test/decisions"
+    assert signed.checkpoint.origin == ORIGIN
     lines = gateway.decision_log.read_bytes().splitlines()
     assert signed.checkpoint.size == len(lines)
     first = first_signed(gateway)
@@ -255,7 +260,7 @@ def test_go_reference_implementation_accepts_checkpoints_and_proofs(
     [decision_id] = decide(gateway, 1, "go")
     settled(gateway)
     result = subprocess.run(
-        [str(tlogcheck), "-url", gateway.url, "-vkey", str(LOG_KEY.verifier),
+        [str(tlogcheck), "-url", gateway.url, "-vkey", str(LOG_KEY.verifier), "-origin", ORIGIN,
          "-from", str(first_signed(gateway)),
          "-records", str(gateway.decision_log), "-decision-id", decision_id],
         capture_output=True, text=True, timeout=60, check=False,

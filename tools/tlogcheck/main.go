@@ -2,7 +2,7 @@
 // with Go's reference implementations of signed notes and RFC 6962 proofs
 // (golang.org/x/mod/sumdb/note and golang.org/x/mod/sumdb/tlog).
 //
-//	tlogcheck -url http://127.0.0.1:8080 -vkey '<name>+<id>+<key>' [-from N] [-records FILE] [-decision-id ID]
+//	tlogcheck -url http://127.0.0.1:8080 -vkey '<name>+<id>+<key>' [-origin O] [-from N] [-records FILE] [-decision-id ID]
 //
 // It verifies the latest checkpoint's signature, inclusion proofs of the first,
 // middle and last records, a consistency proof from the checkpoint signed at
@@ -62,12 +62,16 @@ func main() {
 	from := flag.Int64("from", 0, "check consistency from the checkpoint signed at this size")
 	records := flag.String("records", "", "the log file, to check leaf hashes against records")
 	decisionID := flag.String("decision-id", "", "check the inclusion of this decision's records")
+	origin := flag.String("origin", "", "the log's origin (default: the verifier key's name)")
 	flag.Parse()
 	base = strings.TrimRight(*gateway, "/")
 	verifier, err := note.NewVerifier(*vkey)
 	check(err, "verifier key")
+	if *origin == "" {
+		*origin = verifier.Name()
+	}
 
-	head := fetchCheckpoint(verifier, "/transparency/checkpoint")
+	head := fetchCheckpoint(verifier, *origin, "/transparency/checkpoint")
 	fmt.Printf("ok checkpoint signature: %s size %d\n", head.origin, head.size)
 
 	var lines [][]byte
@@ -86,7 +90,7 @@ func main() {
 		checkInclusions(got, head, lines)
 	}
 	if *from > 0 {
-		old := fetchCheckpoint(verifier, fmt.Sprintf("/transparency/checkpoint?size=%d", *from))
+		old := fetchCheckpoint(verifier, *origin, fmt.Sprintf("/transparency/checkpoint?size=%d", *from))
 		var got consistency
 		getJSON(fmt.Sprintf("/transparency/proof/consistency?from=%d&to=%d", old.size, head.size), &got)
 		err := tlog.CheckTree(tlog.TreeProof(hashes(got.Proof)), head.size, head.root, old.size, old.root)
@@ -122,13 +126,13 @@ func checkInclusions(got inclusions, head checkpoint, lines [][]byte) {
 	}
 }
 
-func fetchCheckpoint(verifier note.Verifier, path string) checkpoint {
+func fetchCheckpoint(verifier note.Verifier, origin string, path string) checkpoint {
 	msg := get(path)
 	n, err := note.Open(msg, note.VerifierList(verifier))
 	check(err, "checkpoint note "+path)
 	lines := strings.Split(n.Text, "\n")
-	if len(lines) < 4 || lines[0] != verifier.Name() {
-		fail("checkpoint text is not <origin>\\n<size>\\n<root>\\n for this key")
+	if len(lines) < 4 || lines[0] != origin {
+		fail("checkpoint text is not <origin>\\n<size>\\n<root>\\n of log " + origin)
 	}
 	size, err := strconv.ParseInt(lines[1], 10, 64)
 	check(err, "checkpoint size")

@@ -74,8 +74,12 @@ def test_a_checkpoint_opens_only_with_the_log_key() -> None:
     with pytest.raises(NoteError, match="no signature"):
         SignedCheckpoint.open(message, impostor.verifier)
     renamed = Checkpoint("example.org/other", 3, b"\x02" * 32).text
-    with pytest.raises(NoteError, match="origin"):
-        SignedCheckpoint.open(renamed + "\n" + signer.sign_line(renamed), signer.verifier)
+    other_log = renamed + "\n" + signer.sign_line(renamed)
+    assert (
+        SignedCheckpoint.open(other_log, signer.verifier).checkpoint.origin == "example.org/other"
+    )
+    with pytest.raises(NoteError, match=r"not of 'example\.org/log'"):
+        SignedCheckpoint.open(other_log, signer.verifier, origin="example.org/log")
     with pytest.raises(NoteError):
         Checkpoint.parse("origin\n03\n" + base64.b64encode(b"\0" * 32).decode() + "\n")
     with pytest.raises(NoteError):
