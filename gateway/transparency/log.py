@@ -265,29 +265,30 @@ class TransparencyLog:
 
         ``message`` is the checkpoint's note with the witness's signature line(s).
         Raise NoteError when it is not a checkpoint signed here, or no configured
-        witness's cosignature verifies.
+        witness's cosignature verifies. A witness's later cosignatures of the same
+        checkpoint are verified but not kept: one each, so none can grow the file.
         """
         note = Note.parse(message)
         size = Checkpoint.parse(note.text).size
         signed = self._signed.get(size)
         if signed is None or signed.note.text != note.text:
             raise UnknownCheckpoint("not a checkpoint this log signed")
-        accepted: list[tuple[str, str]] = []
+        accepted: list[tuple[Verifier, str]] = []
         for witness in self._witnesses:
             try:
-                accepted.append((witness.name, note.verified_by(witness)))
+                accepted.append((witness, note.verified_by(witness)))
             except NoteError:
                 continue
         if not accepted:
             raise NoWitnessCosignature(
                 "no cosignature of a configured witness verifies (transparency.witnesses)"
             )
-        with self._lock:
-            for _, line in accepted:
-                if line not in self._signed[size].note.signatures:
+        with self._lock:  # one cosignature per witness and checkpoint: the first one kept
+            for witness, line in accepted:
+                if not self._signed[size].note.names(witness):
                     self._append({"size": size, "cosignature": line})
                     self._attach(size, line)
-        return ", ".join(name for name, _ in accepted)
+        return ", ".join(witness.name for witness, _ in accepted)
 
     def _attach(self, size: int, line: str) -> None:
         signed = self._signed[size]

@@ -204,6 +204,14 @@ class Note:
             return self
         return Note(self.text, (*self.signatures, line))
 
+    def names(self, verifier: Verifier) -> bool:
+        """Whether a signature line names ``verifier``'s key (not verified here)."""
+        for line in self.signatures:
+            name, raw = _signature_parts(line)
+            if name == verifier.name and struct.unpack(">I", raw[:4])[0] == verifier.key_id:
+                return True
+        return False
+
     def verified_by(self, verifier: Verifier) -> str:
         """The signature line of ``verifier`` if one verifies; raise NoteError otherwise.
 

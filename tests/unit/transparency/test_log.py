@@ -174,6 +174,9 @@ async def test_cosignatures_of_configured_witnesses_are_published(tmp_path: Path
     line = witness.sign_line(text, int(time.time()))
     assert tlog.cosign(text + "\n" + line) == "w1.example"
     assert tlog.latest is not None and tlog.latest.note.signatures[-1] == line
+    again = witness.sign_line(text, int(time.time()) + 1)
+    assert tlog.cosign(text + "\n" + again) == "w1.example"
+    assert tlog.latest.note.signatures[-1] == line and len(tlog.latest.note.signatures) == 2
     restarted = DecisionLogWriter(log, environ=ENV, transparency=transparency)
     await restarted.start()  # cosignatures are kept in the checkpoints file
     assert restarted.transparency.latest == tlog.latest
