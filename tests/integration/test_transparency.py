@@ -336,3 +336,25 @@ def test_a_fork_shown_to_two_witnesses_is_caught(
         assert "REFUSED" in result.stdout
         kept = SignedCheckpoint.open(states[number].read_text(), LOG_KEY.verifier).checkpoint
         assert kept == held[number]
+
+
+def test_without_a_log_key_proofs_are_served_but_no_checkpoint(
+    start_gateway: StartGateway,
+) -> None:
+    unsigned = start_gateway()
+    decide(unsigned, 3, "unsigned")
+    missing = httpx.get(f"{unsigned.url}/transparency/checkpoint")
+    assert missing.status_code == 404 and "key_file" in missing.json()["error"]
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{unsigned.url}/transparency").json()["log"]["count"] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proof = httpx.get(f"{unsigned.url}/transparency/proof/inclusion", params={"index": 0})
+    assert proof.status_code == 200, proof.text
+    lines = unsigned.decision_log.read_bytes().splitlines(keepends=True)
+    size = proof.json()["tree_size"]
+    assert size >= 3
+    root = b64(proof.json()["root_hash"])
+    leaf = leaf_hash(lines[0][: lines[0].rindex(b',"hash":')] + b"}")
+    path = [b64(h) for h in proof.json()["inclusions"][0]["proof"]]
+    assert verify_inclusion(0, size, leaf, path, root)
