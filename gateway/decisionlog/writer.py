@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from gateway.config import DecisionLog, Transparency
 from gateway.decisionlog.errors import (
@@ -47,7 +47,9 @@ from gateway.decisionlog.record import (
 )
 from gateway.decisionlog.recovery import recover
 from gateway.lifecycle import State
-from gateway.transparency import log as transparency_log  # a module: the two import each other
+
+if TYPE_CHECKING:
+    from gateway.transparency.log import TransparencyLog
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +96,10 @@ class DecisionLogWriter:
         self._path: Path = config.path
         environ = os.environ if environ is None else environ
         self._caller_key = caller_key(config, environ)
-        self._tlog = transparency_log.TransparencyLog(
-            transparency or Transparency(), config.path, environ
-        )
+        # Imported here: the transparency package builds on this one's files and errors.
+        from gateway.transparency.log import TransparencyLog
+
+        self._tlog = TransparencyLog(transparency or Transparency(), config.path, environ)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(config.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -142,7 +145,7 @@ class DecisionLogWriter:
         return self._head
 
     @property
-    def transparency(self) -> transparency_log.TransparencyLog:
+    def transparency(self) -> TransparencyLog:
         """The Merkle tree over the records and the checkpoints signed over it."""
         return self._tlog
 

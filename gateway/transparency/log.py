@@ -13,9 +13,8 @@ bytes)``, and record ``seq`` is leaf index ``seq - 1``.
 
 **Checkpoints** are signed only over records that are on disk (after an
 fsync), every ``checkpoint_every`` records, after ``checkpoint_interval_s``
-with records waiting, and at shutdown. They are appended, in order, to
-``<log path>.checkpoints`` (JSON Lines: ``{"checkpoint": <signed note>}``, and
-``{"size": N, "cosignature": <line>}`` for each witness cosignature accepted).
+with records waiting, and at shutdown. They are kept, in order, with the
+witnesses' cosignatures, in ``<log path>.checkpoints`` (:mod:`store`).
 Before signing, the new tree must be proved consistent with the last
 checkpoint signed (read back from that file at start): a log that was cut or
 rewritten below a signed checkpoint is never signed again (DecisionLogError:
@@ -39,7 +38,7 @@ from typing import NamedTuple
 
 from gateway.config import Transparency
 from gateway.decisionlog.errors import DecisionLogError
-from gateway.decisionlog.files import fsync_dir, rotated_files
+from gateway.decisionlog.files import rotated_files
 from gateway.exceptions import ConfigError
 from gateway.transparency.checkpoint import Checkpoint, SignedCheckpoint
 from gateway.transparency.merkle import MerkleTree, verify_consistency
@@ -50,6 +49,7 @@ from gateway.transparency.note import (
     Signer,
     Verifier,
 )
+from gateway.transparency.store import CheckpointFile
 
 logger = logging.getLogger("agora.transparency")
 
@@ -116,7 +116,7 @@ class TransparencyLog:
         """Read the log key; raise ConfigError when it is configured but unusable."""
         self._config = config
         self._log_path = log_path
-        self._path = log_path.with_name(log_path.name + ".checkpoints")
+        self._file = CheckpointFile(log_path)
         self._signer = load_signer(config, os.environ if environ is None else environ)
         self._witnesses = [Verifier.parse(vkey) for vkey in config.witnesses]
         self.tree = MerkleTree()
@@ -183,8 +183,13 @@ class TransparencyLog:
             except FileNotFoundError:
                 continue
             with file:
-                for line in file:
-                    self._index(line, hashes)
+                for number, line in enumerate(file, 1):
+                    try:
+                        self._index(line, hashes)
+                    except (ValueError, KeyError) as exc:
+                        raise DecisionLogError(
+                            f"{path}:{number}: not a record ({exc}): run agora log verify"
+                        ) from None
         if len(hashes) != count:
             problem = (
                 f"the files of {self._log_path} hold {len(hashes)} records but the chain has "
@@ -197,7 +202,11 @@ class TransparencyLog:
             self.available = False
             return
         self.tree.append(hashes)
-        self._load_checkpoints()
+        for entry in self._file.read():
+            if isinstance(entry, SignedCheckpoint):
+                self._signed[entry.checkpoint.size] = self._latest = entry
+            elif entry[0] in self._signed:
+                self._attach(*entry)
         latest = self._latest
         if latest is not None:
             self._check_consistent(latest.checkpoint, count)
@@ -252,7 +261,7 @@ class TransparencyLog:
         note = Note(checkpoint.text, (self._signer.sign_line(checkpoint.text),))
         signed = SignedCheckpoint(checkpoint, note)
         with self._lock:
-            self._append({"checkpoint": str(note)})
+            self._file.append_checkpoint(signed)
             self._signed[size] = signed
             self._latest = signed
         self._last_signed_at = time.monotonic()
@@ -286,7 +295,7 @@ class TransparencyLog:
         with self._lock:  # one cosignature per witness and checkpoint: the first one kept
             for witness, line in accepted:
                 if not self._signed[size].note.names(witness):
-                    self._append({"size": size, "cosignature": line})
+                    self._file.append_cosignature(size, line)
                     self._attach(size, line)
         return ", ".join(witness.name for witness, _ in accepted)
 
@@ -305,52 +314,14 @@ class TransparencyLog:
         if size < old.size:
             raise DecisionLogError(
                 f"the decision log holds {size} records but a checkpoint of {old.size} was "
-                f"signed ({self._path}): the log was cut; refusing to sign again"
+                f"signed ({self._file.path}): the log was cut; refusing to sign again"
             )
         proof = self.tree.consistency_proof(old.size, size)
         if not verify_consistency(old.size, size, old.root, self.tree.root(size), proof):
             raise DecisionLogError(
                 f"the decision log is not consistent with the checkpoint of {old.size} records "
-                f"signed before ({self._path}): records were rewritten; refusing to sign again"
+                f"signed before ({self._file.path}): records were rewritten; refusing to sign again"
             )
-
-    def _load_checkpoints(self) -> None:
-        try:
-            data = self._path.read_bytes()
-        except FileNotFoundError:
-            return
-        whole = data[: data.rfind(b"\n") + 1]
-        if len(whole) < len(data):  # a write cut by a crash: that checkpoint was never served
-            logger.warning("%s: dropping an unterminated last line", self._path)
-            with open(self._path, "r+b") as file:
-                file.truncate(len(whole))
-                os.fsync(file.fileno())
-        for number, line in enumerate(whole.splitlines(), 1):
-            try:
-                entry = json.loads(line)
-                if "checkpoint" in entry:
-                    note = Note.parse(entry["checkpoint"])
-                    signed = SignedCheckpoint(Checkpoint.parse(note.text), note)
-                    self._signed[signed.checkpoint.size] = signed
-                    self._latest = signed
-                elif entry.get("size") in self._signed:
-                    self._attach(entry["size"], entry["cosignature"])
-            except (ValueError, KeyError, TypeError) as exc:
-                message = f"{self._path}:{number}: not a checkpoint entry ({exc})"
-                raise DecisionLogError(message) from None
-
-    def _append(self, entry: dict[str, object]) -> None:
-        data = memoryview((json.dumps(entry, ensure_ascii=False) + "\n").encode())
-        created = not self._path.exists()
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:
-            fsync_dir(self._path.parent)
 
 
 def decision_id_of_line(line: bytes) -> str:
