@@ -96,7 +96,11 @@ async def inclusion(request: Request) -> Response:
         if decision_id is not None:
             indices = [i for i in tlog.find(decision_id) if i < size]
             if not indices:
-                raise _BadQuery(f"no record of decision {decision_id} in the tree of {size}", 404)
+                raise _BadQuery(
+                    f"no record of decision {decision_id} in the tree of {size} records (a "
+                    "record joins the signed tree at the next checkpoint)",
+                    404,
+                )
         else:
             indices = [_int(request, "index")]
             if indices[0] >= size:
