@@ -104,7 +104,10 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
 def check_checkpoint(args: argparse.Namespace, result: VerifyResult) -> int:
     """After a chain verified: do the files hold the checkpointed tree? Exit status."""
     if args.partial:
-        print("agora log verify: a checkpoint covers the chain from seq 1: no --partial")
+        print(
+            "agora log verify: a checkpoint covers the chain from seq 1: no --partial",
+            file=sys.stderr,
+        )
         return 2
     try:
         checkpoint = _read_checkpoint(args.checkpoint, args.key)
