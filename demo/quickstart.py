@@ -34,6 +34,7 @@ from gateway.gov.deploy import Deployment, GovernanceParams, deploy_governance
 from gateway.gov.governance import Governance
 from gateway.pinning.bundle import load_bundle
 from gateway.serving.server import GatewayServer
+from gateway.transparency.note import Signer, Verifier
 
 SECRET_ENV = "AGORA_QUICKSTART_SECRET"
 CALLER_KEY_ENV = "AGORA_QUICKSTART_CALLER_KEY"
@@ -43,6 +44,9 @@ RPC_PORT = 8545
 WORKDIR = Path("agora-quickstart")
 """The chain's log, the deployment file, the gateway's configuration, a second policy version."""
 CALLER_KEY_FILE = WORKDIR / "caller-hash.key"
+LOG_KEY_FILE = WORKDIR / "log.key"
+"""The Ed25519 key that signs the decision log's checkpoints (made on first run, kept)."""
+LOG_ORIGIN = "agora-quickstart.localhost/decisions"
 DEMO_RULES = GovernanceParams(voting_delay=1, voting_period=30, timelock_delay=10)
 """With a block a second: a vote opens a block after its proposal and stays open about 30 s;
 a passed proposal waits 10 s in the timelock."""
@@ -63,6 +67,7 @@ def quickstart_config(
     deployment: Deployment,
     rpc_url: str,
     log_path: Path,
+    log_key_file: Path = LOG_KEY_FILE,
 ) -> dict[str, object]:
     """The gateway's configuration, as an operator would write it for this chain."""
     return {
@@ -103,6 +108,12 @@ def quickstart_config(
             "durability": "batch",
             "caller_hash_key_env": CALLER_KEY_ENV,
         },
+        # Checkpoints of the log signed with the quickstart's key: often, so they show.
+        "transparency": {
+            "key_file": str(log_key_file),
+            "checkpoint_every": 100,
+            "checkpoint_interval_s": 5.0,
+        },
     }
 
 
@@ -118,6 +129,18 @@ def caller_hash_key(path: Path = CALLER_KEY_FILE) -> str:
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(key + "\n")
     return key
+
+
+def log_key(path: Path = LOG_KEY_FILE) -> Verifier:
+    """The log key's public half; the key is made at ``path`` (owner-only) if absent."""
+    if path.is_file():
+        return Signer.parse(path.read_text(encoding="utf-8")).verifier
+    path.parent.mkdir(exist_ok=True)
+    signer = Signer.generate(LOG_ORIGIN)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(signer.encode() + "\n")
+    return signer.verifier
 
 
 def member_token(secret: str, sub: str = "alice", groups: tuple[str, ...] = ("members",)) -> str:
@@ -171,6 +194,7 @@ def run(
     os.environ.setdefault(SECRET_ENV, secrets.token_urlsafe(32))
     if not os.environ.get(CALLER_KEY_ENV):
         os.environ[CALLER_KEY_ENV] = caller_hash_key()
+    verifier = log_key()
     bundle = default_bundle()
     # uvicorn re-raises the signal that stopped it once it is done: make that an exception,
     # so that the chain (a child process) is stopped too.
@@ -188,6 +212,7 @@ def run(
         config_file = WORKDIR / "agora.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         governance = _governance_instructions(chain, deployment.chain_id, second_version(bundle))
+        governance += _transparency_instructions(gateway_port, verifier)
         asyncio.run(serve(load_settings(config_file), log_level, model_port, governance))
     except Stopped:
         pass
@@ -260,6 +285,17 @@ With the openai SDK:
       model="demo-small", messages=[{{"role": "user", "content": "Hello"}}], stream=True)
 
 Health: {base}/readyz   Metrics: {admin}/metrics   Detailed readiness: {admin}/readyz
+"""
+
+
+def _transparency_instructions(port: int, verifier: Verifier) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return f"""
+The decision log is a transparency log: checkpoints signed with {LOG_KEY_FILE}
+(verifier key {verifier}).
+  curl -s {base}/transparency/checkpoint
+  curl -s '{base}/transparency/proof/inclusion?index=0'
+  agora log verify decisions.jsonl --checkpoint <saved checkpoint> --key {verifier}
 """
 
 

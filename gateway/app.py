@@ -19,6 +19,7 @@ from gateway.pinning.service import BUNDLE_RESOURCE, bundle_endpoint
 from gateway.responses import decision_headers
 from gateway.runtime import running
 from gateway.serving.admission import AdmissionControl
+from gateway.transparency import endpoints as tlog
 
 _PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -68,6 +69,10 @@ def create_app(settings: Settings) -> GatewayApps:
                 Route("/readyz", public_readyz),
                 Route("/transparency", transparency),
                 *community_routes(settings),
+                Route("/transparency/checkpoint", tlog.checkpoint),
+                Route("/transparency/proof/inclusion", tlog.inclusion),
+                Route("/transparency/proof/consistency", tlog.consistency),
+                Route("/transparency/cosignature", tlog.cosignature, methods=["POST"]),
                 Route("/v1/{path:path}", admission, methods=_PROXY_METHODS),
             ],
             lifespan=lifespan,

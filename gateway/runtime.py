@@ -100,7 +100,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
             pool=UpstreamPool(settings.upstreams, os.environ),
             routes=RouteTable(tuple(settings.upstreams)),
             metrics=metrics,
-            recorder=DecisionRecorder(settings.decision_log, metrics),
+            recorder=DecisionRecorder(settings.decision_log, metrics, settings.transparency),
             http=http,
             large_bodies=LargeBodyGate(
                 settings.limits.max_concurrent_large,

@@ -21,6 +21,7 @@ from gateway.config.sections import (
     Policy,
     Response,
     Shadow,
+    Transparency,
     Upstream,
     UpstreamTimeouts,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Response",
     "Settings",
     "Shadow",
+    "Transparency",
     "Upstream",
     "UpstreamTimeouts",
     "apply_env_overrides",

@@ -390,3 +390,46 @@ class Response(_Strict):
     """The status of a whole (non-streamed) answer that policy denies."""
     max_body_bytes: Annotated[int, Field(ge=1)] = 8_388_608
     """A whole answer is read before it is judged, up to this size; a larger one fails closed."""
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Transparency(_Strict):
+    """The decision log as a transparency log: the key that signs checkpoints, and witnesses."""
+
+    key_file: Path | None = None
+    """File holding the log's signer key (``PRIVATE+KEY+<name>+...``, ``agora log keygen``)."""
+    key_env: EnvName | None = None
+    """Or: environment variable holding that key. Neither: checkpoints are not signed."""
+    origin: Annotated[
+        str | None, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+    ] = None
+    """The checkpoints' origin line, naming this log; None: the log key's name. Logs signed
+    with one key (replicas) each need their own."""
+    checkpoint_every: Annotated[int, Field(ge=1)] = 1000
+    """Sign a checkpoint once this many records were added since the last one."""
+    checkpoint_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """Or once records wait this long for a checkpoint."""
+    witnesses: list[str] = Field(default_factory=list)
+    """Verifier keys (type 0x04, ``agora log keygen --witness``) whose cosignatures are taken."""
+
+    @field_validator("witnesses")
+    @classmethod
+    def _witness_keys(cls, value: list[str]) -> list[str]:
+        from gateway.transparency.note import COSIGNATURE_V1, NoteError, Verifier
+
+        for index, vkey in enumerate(value):
+            try:
+                kind = Verifier.parse(vkey).kind
+            except NoteError as exc:
+                raise ValueError(f"witnesses[{index}]: {exc}") from None
+            if kind != COSIGNATURE_V1:
+                raise ValueError(f"witnesses[{index}]: not a cosignature key (type 0x04)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Transparency:
+        if self.key_file is not None and self.key_env is not None:
+            raise ValueError("set transparency.key_file or transparency.key_env, not both")
+        return self

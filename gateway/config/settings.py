@@ -33,6 +33,7 @@ from gateway.config.sections import (
     Listen,
     Policy,
     Response,
+    Transparency,
     Upstream,
     _Strict,
 )
@@ -63,6 +64,7 @@ class Settings(_Strict):
     bundle_service: BundleService = BundleService()
     community: Community = Community()
     response: Response = Response()
+    transparency: Transparency = Transparency()
     header_allowlist: Annotated[
         list[str],
         Field(

@@ -12,6 +12,7 @@ from gateway.decisionlog.figures import Figures, FigureTally
 from gateway.decisionlog.files import expand
 from gateway.decisionlog.tally import Figure, LogStats
 from gateway.decisionlog.verify import ChainBroken, stats, verify
+from gateway.transparency import cli as transparency_cli
 
 _PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
 _PARTIAL_HELP = (
@@ -24,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``log`` command group; each subcommand sets ``func(args) -> exit status``."""
     log = subparsers.add_parser(
         "log",
-        help="verify and count the decision log",
-        description="Check the hash chain of decision log files, and recount them.",
+        help="verify, count and prove the decision log; keys and witnesses",
+        description="Check the hash chain of decision log files, recount them, prove "
+        "records and checkpoints from them; make log keys; witness a gateway's log.",
     )
     commands = log.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
 
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
     check.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
+    transparency_cli.add_checkpoint_options(check)
     check.set_defaults(func=run_verify)
 
     count = commands.add_parser(
@@ -58,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the top deny reasons, and deny rates per group (the records' group member)",
     )
     count.set_defaults(func=run_stats)
+    transparency_cli.register(commands)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -75,6 +79,8 @@ def run_verify(args: argparse.Namespace) -> int:
         return 1
     print(f"OK: {result.count} records in {files}")
     print(f"head: {result.head or 'none'}")
+    if args.checkpoint is not None:
+        return transparency_cli.check_checkpoint(args, result)
     return 0
 
 

@@ -148,6 +148,20 @@ def build_record(
 ) -> dict[str, object]:
     """The record of a decision without ``seq``, ``prev`` and ``hash`` (see :func:`seal`).
 
+    Raise ValueError or TypeError (see :func:`prepare_record`).
+    """
+    record, _ = prepare_record(decision, caller_key=caller_key, include_body=include_body)
+    return record
+
+
+def prepare_record(
+    decision: DecisionEntry, *, caller_key: bytes | None, include_body: bool
+) -> tuple[dict[str, object], bytes]:
+    """The record of a decision without ``seq``, ``prev`` and ``hash``, and its canonical JSON.
+
+    The canonical JSON is what :func:`seal_canonical` chains without encoding
+    the record a second time.
+
     Every value is checked here, on the submitting request's side of the queue,
     so that a decision that cannot be logged fails its own request instead of
     being lost in the writer. Raise ValueError or TypeError.
@@ -187,8 +201,7 @@ def build_record(
     problem = _malformed({**record, "seq": 1, "prev": None, "hash": ""})
     if problem:
         raise TypeError(problem)
-    canonical_json(record)  # rejects what the writer could not serialize
-    return record
+    return record, canonical_json(record)  # rejects what the writer could not serialize
 
 
 def _check_event(d: DecisionEntry) -> None:
@@ -224,6 +237,36 @@ def seal(fields: Mapping[str, object], seq: int, prev: str | None) -> tuple[str,
     canonical = canonical_json({**fields, "seq": seq, "prev": prev})
     digest = "sha256:" + hashlib.sha256(canonical).hexdigest()
     return digest, canonical[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
+
+
+def seal_canonical(canonical: bytes, seq: int, prev: str | None) -> tuple[str, bytes]:
+    """:func:`seal`, from the canonical JSON of the record's other members.
+
+    Members are sorted, so ``prev`` goes just before ``reasons`` and ``seq``
+    just before ``status``. Both are found from the end: only scalars and a
+    list of strings follow them, and a string cannot hold ``,"`` unescaped, so
+    the last occurrences are the record's own members, never ones nested in
+    ``body`` or ``obligations``.
+    """
+    reasons = canonical.rfind(b',"reasons":')
+    status = canonical.rfind(b',"status":')
+    if not 0 < reasons < status or type(seq) is not int:
+        raise ValueError("not the canonical JSON of a record's members")
+    if prev is not None and not _SHA256.fullmatch(prev):
+        raise ValueError("prev must be sha256:<64 hex digits>")
+    full = b"".join(
+        (
+            canonical[:reasons],
+            b',"prev":',
+            b"null" if prev is None else b'"' + prev.encode() + b'"',
+            canonical[reasons:status],
+            b',"seq":',
+            str(seq).encode(),
+            canonical[status:],
+        )
+    )
+    digest = "sha256:" + hashlib.sha256(full).hexdigest()
+    return digest, full[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
 
 
 def parse_line(line: bytes) -> dict[str, Any]:

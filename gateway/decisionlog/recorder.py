@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.answers.judge import Verdict
 from gateway.auth import Caller
-from gateway.config import DecisionLog
+from gateway.config import DecisionLog, Transparency
 from gateway.decisionlog.counts import DecisionCounts
 from gateway.decisionlog.errors import (
     DecisionLogError,
@@ -77,9 +77,14 @@ class DecisionRecorder:
     name = "decision_log"
     gates_readiness = True  # nothing is forwarded that cannot be logged
 
-    def __init__(self, config: DecisionLog, metrics: GatewayMetrics):
+    def __init__(
+        self,
+        config: DecisionLog,
+        metrics: GatewayMetrics,
+        transparency: Transparency | None = None,
+    ):
         self._config = config
-        self._writer = DecisionLogWriter(config)
+        self._writer = DecisionLogWriter(config, transparency=transparency)
         self._metrics = metrics
         self._model_labels: set[str] = set()
         self._last_admission_failure: tuple[float, str] | None = None

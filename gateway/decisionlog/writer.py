@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
-from gateway.config import DecisionLog
+from gateway.config import DecisionLog, Transparency
 from gateway.decisionlog.errors import (
     DecisionLogError,
     DecisionLogFull,
@@ -38,9 +38,18 @@ from gateway.decisionlog.errors import (
 )
 from gateway.decisionlog.files import fsync_dir, lock_exclusively, rotated_name
 from gateway.decisionlog.jcs import costly_to_encode
-from gateway.decisionlog.record import DecisionEntry, build_record, caller_key, format_time, seal
+from gateway.decisionlog.record import (
+    DecisionEntry,
+    caller_key,
+    format_time,
+    prepare_record,
+    seal_canonical,
+)
 from gateway.decisionlog.recovery import recover
 from gateway.lifecycle import State
+
+if TYPE_CHECKING:
+    from gateway.transparency.log import TransparencyLog
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,8 @@ _MAX_BACKOFF_S = 5.0
 @dataclass(slots=True)
 class _Item:
     fields: dict[str, object]
+    canonical: bytes
+    """The canonical JSON of ``fields``, chained without encoding them again."""
     done: asyncio.Future[None] | None
 
 
@@ -73,11 +84,22 @@ class DecisionLogWriter:
     from interleaving another chain into the same file.
     """
 
-    def __init__(self, config: DecisionLog, *, environ: Mapping[str, str] | None = None) -> None:
-        """Read the caller-hash key from the environment; raise ConfigError if it is missing."""
+    def __init__(
+        self,
+        config: DecisionLog,
+        *,
+        environ: Mapping[str, str] | None = None,
+        transparency: Transparency | None = None,
+    ) -> None:
+        """Read the caller-hash and log keys; raise ConfigError if one is missing or unusable."""
         self._config = config
         self._path: Path = config.path
-        self._caller_key = caller_key(config, os.environ if environ is None else environ)
+        environ = os.environ if environ is None else environ
+        self._caller_key = caller_key(config, environ)
+        # Imported here: the transparency package builds on this one's files and errors.
+        from gateway.transparency.log import TransparencyLog
+
+        self._tlog = TransparencyLog(transparency or Transparency(), config.path, environ)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(config.queue_size)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -121,6 +143,11 @@ class DecisionLogWriter:
     def head_hash(self) -> str | None:
         """``hash`` of the last record written; None for an empty log."""
         return self._head
+
+    @property
+    def transparency(self) -> TransparencyLog:
+        """The Merkle tree over the records and the checkpoints signed over it."""
+        return self._tlog
 
     @property
     def write_errors(self) -> int:
@@ -167,11 +194,11 @@ class DecisionLogWriter:
         include_body = self._config.include_body and decision.event == "decision"
         try:
             if include_body and costly_to_encode(decision.body):
-                fields = await asyncio.to_thread(
-                    build_record, decision, caller_key=self._caller_key, include_body=True
+                fields, canonical = await asyncio.to_thread(
+                    prepare_record, decision, caller_key=self._caller_key, include_body=True
                 )
             else:
-                fields = build_record(
+                fields, canonical = prepare_record(
                     decision, caller_key=self._caller_key, include_body=include_body
                 )
         except (ValueError, TypeError) as exc:
@@ -179,7 +206,7 @@ class DecisionLogWriter:
         if self._closing:  # stopped while the record was being built
             raise DecisionLogUnavailable("the decision log writer is not running")
         done = asyncio.get_running_loop().create_future() if durable else None
-        item = _Item(fields, done)
+        item = _Item(fields, canonical, done)
         if not self._blocked and not self._queue.full():
             self._queue.put_nowait(item)
         elif self._config.on_full == "fail_closed":
@@ -242,9 +269,12 @@ class DecisionLogWriter:
                 return
 
     def _sync_delay(self) -> float | None:
-        if self._config.durability != "interval" or not self._unsynced:
-            return None
-        return max(0.0, self._last_sync + self._config.interval_ms / 1000 - time.monotonic())
+        """How long the writer may wait for records: until an fsync or a checkpoint is due."""
+        delays = [self._tlog.checkpoint_delay(self._next_seq - 1)]
+        if self._config.durability == "interval" and self._unsynced:
+            delays.append(self._last_sync + self._config.interval_ms / 1000 - time.monotonic())
+        due = [delay for delay in delays if delay is not None]
+        return max(0.0, min(due)) if due else None
 
     async def _flush_until_ok(self, *, force_sync: bool) -> None:
         backoff = 0.05
@@ -291,6 +321,7 @@ class DecisionLogWriter:
         self._lock_fd = lock_exclusively(self._path)
         try:
             head = recover(self._path)
+            self._tlog.open(head.next_seq - 1)
             self._open_current()
         except BaseException:
             os.close(self._lock_fd)
@@ -313,22 +344,33 @@ class DecisionLogWriter:
         if self._broken:
             self._repair()
         durability = self._config.durability
-        while self._batch:
-            fields = self._batch[0].fields
-            record_time = cast(str, fields["time"])
-            if self._rotation_due(record_time):
-                self._rotate()
-            digest, line = seal(fields, self._next_seq, self._prev)
-            if self._file_first is None:
-                self._file_first = self._first_record(record_time, self._next_seq)
-            self._unsynced.append(_Line(line, self._batch.popleft().done))
-            self._file_bytes += len(line)
-            self._next_seq += 1
-            self._prev = digest
+        lines: list[bytes] = []
+        ids: list[str] = []
+        try:  # the tree takes every record chained, even if a rotation fails midway
+            while self._batch:
+                item = self._batch[0]
+                fields = item.fields
+                record_time = cast(str, fields["time"])
+                if self._rotation_due(record_time):
+                    self._rotate()
+                digest, line = seal_canonical(item.canonical, self._next_seq, self._prev)
+                if self._file_first is None:
+                    self._file_first = self._first_record(record_time, self._next_seq)
+                lines.append(line)
+                ids.append(cast(str, fields["decision_id"]))
+                self._unsynced.append(_Line(line, self._batch.popleft().done))
+                self._file_bytes += len(line)
+                self._next_seq += 1
+                self._prev = digest
+        finally:
+            self._tlog.add(lines, ids)
         self._write()
         interval_due = time.monotonic() - self._last_sync >= self._config.interval_ms / 1000
-        if force_sync or durability != "interval" or interval_due:
+        checkpoint_due = self._tlog.checkpoint_due(self._next_seq - 1)
+        if force_sync or durability != "interval" or interval_due or checkpoint_due:
             self._sync()
+        if checkpoint_due or force_sync:  # a checkpoint covers only records on disk
+            self._tlog.checkpoint(self._next_seq - 1)
         durable, self._durable = self._durable, []
         return durable
 

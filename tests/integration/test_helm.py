@@ -65,6 +65,10 @@ def lint(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
     return run_helm(helm, "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *args)
 
 
+POD = "agora-gateway-0"
+"""The pod name the rendered manifests are read for."""
+
+
 @dataclass
 class Rendered:
     """The manifests ``helm template`` rendered for one values file."""
@@ -123,15 +127,19 @@ class Rendered:
         return Path(mount["mountPath"])
 
     def env(self) -> dict[str, str]:
-        """The gateway's environment, with a stand-in value for each secret."""
-        env = {}
+        """The gateway's environment, with a stand-in value for each secret and the pod's name
+        (``POD``); ``$(VAR)`` references expanded as Kubernetes does."""
+        env: dict[str, str] = {}
         for var in self.gateway.get("env", []):
-            if "valueFrom" in var:
+            if "valueFrom" in var and "fieldRef" in var["valueFrom"]:
+                assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+                env[var["name"]] = POD
+            elif "valueFrom" in var:
                 ref = var["valueFrom"]["secretKeyRef"]
                 assert ref["name"] and ref["key"], f"{var['name']}: empty secret reference"
                 env[var["name"]] = f"https://secret.example/{ref['name']}/{ref['key']}"
             else:
-                env[var["name"]] = var["value"]
+                env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], var["value"])
         return env
 
 
@@ -166,6 +174,10 @@ def validated_settings(r: Rendered, tmp_path: Path) -> Settings:
     """
     raw = r.config
     apply_env_overrides(raw, r.env())
+    log_key_file = raw["transparency"]["key_file"]
+    if log_key_file is not None:
+        assert Path(log_key_file).parent == r.mount_path(r.gateway, "transparency-key")
+        assert raw["transparency"]["origin"].endswith(f"/{POD}"), "one origin per replica"
     key_file = raw["auth"].get("public_key_file")
     if key_file is not None:
         assert Path(key_file).parent == r.mount_path(r.gateway, "auth-key")
@@ -242,6 +254,10 @@ _ANONYMOUS_UNKEYED = ("auth.required=false", "decisionLog.callerHash=unkeyed")
         ([], "auth.required is true, so tokens must be verified"),
         (["auth.jwksUrl=https://a.example/jwks"], "auth.issuer and auth.audience are required"),
         (["auth.required=false"], "decisionLog.callerHashKeySecret is required"),
+        (
+            [*_ANONYMOUS_UNKEYED, "transparency.keySecret.name=k", "transparency.keySecret.key=k"],
+            "transparency.origin is required with transparency.keySecret",
+        ),
         (
             [*_ANONYMOUS_UNKEYED, "gateway.adminPort=8080"],
             "gateway.adminPort and gateway.port are both 8080",

@@ -21,7 +21,9 @@ import openai
 import pytest
 import yaml
 
-from tests.support import TOOL_BIN, Process, free_port, wait_for_http
+from gateway.transparency.checkpoint import SignedCheckpoint
+from gateway.transparency.note import Signer
+from tests.support import ROOT, TOOL_BIN, Process, free_port, wait_for_http
 
 CHAT = {"model": "demo-small", "messages": [{"role": "user", "content": "Hello"}]}
 
@@ -48,7 +50,9 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quickstart]
         "--model-port", str(model_port), "--rpc-port", str(rpc_port),
         "--admin-port", str(admin_port),
     ]  # fmt: skip
-    process = Process(args, workdir / "quickstart.log", cwd=workdir)
+    # From a fresh directory, as a user runs it, but with the code of this checkout.
+    env = {"PYTHONPATH": str(ROOT)}
+    process = Process(args, workdir / "quickstart.log", env=env, cwd=workdir)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", timeout_s=90)
         deadline = time.monotonic() + 30
@@ -93,6 +97,18 @@ def test_the_community_page_shows_the_ratified_version(quickstart: Quickstart) -
     assert page.status_code == 200 and 'id="proposal-table"' in page.text
     versions = httpx.get(f"{quickstart.url}/transparency/versions", timeout=10).json()
     assert [v["version"] for v in versions["versions"]] == [1]
+
+
+def test_the_decision_log_is_checkpointed_with_the_quickstart_key(quickstart: Quickstart) -> None:
+    key_file = quickstart.workdir / "agora-quickstart" / "log.key"
+    verifier = Signer.parse(key_file.read_text()).verifier
+    assert str(verifier) in quickstart.printed
+    httpx.post(f"{quickstart.url}/v1/chat/completions", json=CHAT, timeout=10)
+    deadline = time.monotonic() + 20  # checkpoint_interval_s: 5
+    while (response := httpx.get(f"{quickstart.url}/transparency/checkpoint")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.2)
+    assert SignedCheckpoint.open(response.text, verifier).checkpoint.size >= 1
 
 
 def test_agora_gov_status_shows_version_1_ratified(quickstart: Quickstart) -> None:

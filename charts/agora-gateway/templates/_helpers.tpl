@@ -63,6 +63,7 @@ agora.dev/listener: admin
 {{- define "agora.bundleMountDir" -}}/opt/agora/bundle{{- end }}
 {{- define "agora.bundleDir" -}}/var/lib/agora/bundles{{- end }}
 {{- define "agora.authKeyDir" -}}/var/run/agora/auth{{- end }}
+{{- define "agora.transparencyKeyDir" -}}/var/run/agora/transparency{{- end }}
 
 {{/* Environment variables that carry secrets (never values of the chart). */}}
 {{- define "agora.upstreamKeyEnv" -}}
@@ -110,6 +111,9 @@ agora.dev/listener: admin
 {{- end }}
 {{- if and (gt $sources 0) (not (and $v.auth.issuer $v.auth.audience)) }}
 {{- fail "auth.issuer and auth.audience are required with a key source: a token meant for another issuer or service must not pass" }}
+{{- end }}
+{{- if and (include "agora.secretSet" $v.transparency.keySecret) (not $v.transparency.origin) }}
+{{- fail "transparency.origin is required with transparency.keySecret: each replica signs its own log's checkpoints as <origin>/<pod name> (e.g. gateway.example.com/decisions)" }}
 {{- end }}
 {{- if and (eq $v.decisionLog.callerHash "keyed") (not (include "agora.secretSet" $v.decisionLog.callerHashKeySecret)) }}
 {{- fail "decisionLog.callerHashKeySecret is required with decisionLog.callerHash keyed (the default): the HMAC key of the callers' hashes in the decision log (or decisionLog.callerHash=unkeyed)" }}
@@ -167,6 +171,15 @@ configuration by its variable), then gateway.extraEnv. Empty when there is none.
     secretKeyRef:
       name: {{ $v.governance.rpcUrlSecret.name }}
       key: {{ $v.governance.rpcUrlSecret.key }}
+{{- end }}
+{{- if include "agora.secretSet" $v.transparency.keySecret }}
+- name: AGORA_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+# Each replica keeps its own log, so its checkpoints name it: <origin>/<pod name>.
+- name: AGORA__TRANSPARENCY__ORIGIN
+  value: {{ printf "%s/$(AGORA_POD_NAME)" $v.transparency.origin | quote }}
 {{- end }}
 {{- with $v.gateway.extraEnv }}
 {{ toYaml . }}

@@ -20,7 +20,7 @@ from gateway.decisionlog import (
     outcome,
     seal,
 )
-from gateway.decisionlog.record import parse_line
+from gateway.decisionlog.record import parse_line, prepare_record, seal_canonical
 from tests.unit.decisionlog.samples import (
     decision,
     input_document,
@@ -267,3 +267,21 @@ def test_parse_line_refuses_rewritten_lines() -> None:
 )
 def test_outcome(allow: bool, status: int | None, expected: str) -> None:
     assert outcome(allow, status) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        {"reasons": ["x"], "status": 1, "seq": 2, "prev": None, "hash": "h"},
+        {"a": [{',"reasons":': ',"status":'}], "z": 1.5e-7, "n": 2**60},
+        {"messages": [{"content": 'say ,"status": and ,"reasons": \\'}], "\U0001f600": "k"},
+    ],
+)
+def test_seal_from_canonical_json_equals_seal(body: object) -> None:
+    entry = decision(4, body=body, obligations={"reasons": {"status": 1}, "max_tokens": 9})
+    fields, canonical = prepare_record(entry, caller_key=b"k", include_body=body is not None)
+    for seq, prev in ((1, None), (17, "sha256:" + "ab" * 32)):
+        assert seal_canonical(canonical, seq, prev) == seal(fields, seq, prev)
+    with pytest.raises(ValueError):
+        seal_canonical(canonical, 2, "not a hash")

@@ -407,13 +407,13 @@ async def test_a_large_stored_body_is_checked_off_the_event_loop(
 ) -> None:
     writer = await started(config(tmp_path, include_body=True))
     threads: list[str] = []
-    build = writer_module.build_record
+    build = writer_module.prepare_record
 
-    def watched(*args: Any, **kwargs: Any) -> dict[str, object]:
+    def watched(*args: Any, **kwargs: Any) -> tuple[dict[str, object], bytes]:
         threads.append(threading.current_thread().name)
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(writer_module, "build_record", watched)
+    monkeypatch.setattr(writer_module, "prepare_record", watched)
     await writer.submit(decision(1, body={"messages": [{"content": "hi"}]}))
     await writer.submit(decision(2, body={"input": [0.5] * 50_000}))
     await writer.stop()
