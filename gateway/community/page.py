@@ -130,10 +130,13 @@ def versions(community: CommunityService) -> list[dict[str, Any]]:
 def proposals(community: CommunityService) -> dict[str, Any]:
     view = community.view
     if view is None:
-        return {"read_at": None, "head_block": None, "proposals": []}
+        return {"read_at": None, "head_block": None, "voting": None, "proposals": []}
     return {
         "read_at": _iso(community.read_at) if community.read_at else None,
         "head_block": view.head_block,
+        "voting": None
+        if view.voting is None
+        else {"model": str(view.voting), "summary": view.voting.summary},
         "proposals": [
             asdict(p)
             | {

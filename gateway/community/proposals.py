@@ -20,6 +20,7 @@ from web3.types import EventData
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.digests import from_bytes32
 from gateway.chain.errors import chain_errors, parse_address
+from gateway.chain.voting import VotingModel, detect_voting_model
 
 STATES = ("Pending", "Active", "Canceled", "Defeated", "Succeeded", "Queued", "Expired", "Executed")
 """OpenZeppelin's ``IGovernor.ProposalState``, in its order."""
@@ -52,6 +53,7 @@ class ProposalView:
     votes_against: str
     votes_abstain: str
     quorum: str
+    """Votes and quorum as the governor weighs them (``VotingModel.format_weight``)."""
     snapshot_block: int
     deadline_block: int
     created_block: int
@@ -65,12 +67,14 @@ class ProposalView:
 
 @dataclass(frozen=True)
 class ChainView:
-    """One reading of the chain: its head, the ratified versions and the proposals."""
+    """One reading of the chain: its head, the ratified versions and the proposals, and how
+    the governor weighs votes (None without a governor)."""
 
     head_block: int
     head_time: int
     versions: tuple[RatifiedVersion, ...]
     proposals: tuple[ProposalView, ...]
+    voting: VotingModel | None = None
 
 
 class ChainReader:
@@ -91,7 +95,7 @@ class ChainReader:
                 abi=load_artifact("AgoraGovernor").abi,
             )
         )
-        self._decimals: int | None = None
+        self._voting: VotingModel | None = None
         self._final: dict[int, ProposalView] = {}
         self._block_times: dict[int, int] = {}
 
@@ -100,8 +104,19 @@ class ChainReader:
         with chain_errors("reading the chain head"):
             head = self._w3.eth.get_block("latest")
         versions = self._versions()
-        proposals = self._proposals() if self._governor is not None else ()
-        return ChainView(int(head["number"]), int(head["timestamp"]), versions, proposals)
+        if self._governor is None:
+            return ChainView(int(head["number"]), int(head["timestamp"]), versions, ())
+        voting = self._voting_model()
+        proposals = self._proposals()
+        return ChainView(int(head["number"]), int(head["timestamp"]), versions, proposals, voting)
+
+    def _voting_model(self) -> VotingModel:
+        """Read once: a governor's voting model is fixed at its deployment."""
+        if self._voting is None:
+            governor = self._governor
+            assert governor is not None
+            self._voting = detect_voting_model(self._w3, governor.address)
+        return self._voting
 
     def _versions(self) -> tuple[RatifiedVersion, ...]:
         with chain_errors("fetching PolicyRatified events"):
@@ -149,10 +164,10 @@ class ChainReader:
             state=state,
             digest=digest,
             uri=uri,
-            votes_for=self._tokens(int(for_)),
-            votes_against=self._tokens(int(against)),
-            votes_abstain=self._tokens(int(abstain)),
-            quorum=self._tokens(quorum),
+            votes_for=self._weight(int(for_)),
+            votes_against=self._weight(int(against)),
+            votes_abstain=self._weight(int(abstain)),
+            quorum=self._weight(quorum),
             snapshot_block=snapshot,
             deadline_block=deadline,
             created_block=int(log["blockNumber"]),
@@ -176,19 +191,9 @@ class ChainReader:
             return None, None
         return from_bytes32(args["digest"]), str(args["uri"])
 
-    def _tokens(self, base_units: int) -> str:
-        """Votes in whole tokens, as a decimal string (the token's ``decimals``)."""
-        if self._decimals is None:
-            governor = self._governor
-            assert governor is not None
-            with chain_errors("reading the votes token's decimals"):
-                token = self._w3.eth.contract(
-                    address=governor.functions.token().call(), abi=load_artifact("AgoraToken").abi
-                )
-                self._decimals = int(token.functions.decimals().call())
-        whole, part = divmod(base_units, 10**self._decimals)
-        fraction = str(part).rjust(self._decimals, "0").rstrip("0") if self._decimals else ""
-        return f"{whole}.{fraction}" if fraction else str(whole)
+    def _weight(self, weight: int) -> str:
+        """Votes as the governor weighs them: tokens, members, or square-rooted tokens."""
+        return self._voting_model().format_weight(weight)
 
     def _block_time(self, number: int) -> int:
         """The block's timestamp (call inside ``chain_errors``); a ratification's is read once."""

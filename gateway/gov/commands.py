@@ -20,6 +20,8 @@ from web3 import Web3
 from gateway.chain.errors import parse_address
 from gateway.chain.registry import Ratification
 from gateway.chain.rpc import connect
+from gateway.chain.tokens import TOKEN_SYMBOL
+from gateway.chain.voting import VotingModel
 from gateway.exceptions import ChainError, ConfigError
 from gateway.gov.deploy import (
     Deployment,
@@ -32,9 +34,7 @@ from gateway.gov.errors import gov_errors
 from gateway.gov.governance import OPEN_STATES, Governance, ProposalState, Support
 from gateway.gov.keys import load_account
 from gateway.gov.membership import Change, Membership
-from gateway.gov.tokens import TOKEN_SYMBOL
 from gateway.gov.transactions import Sender
-from gateway.gov.voting import VotingModel
 from gateway.pinning.bundle import load_bundle
 
 

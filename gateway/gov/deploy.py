@@ -21,11 +21,11 @@ from eth_typing import ChecksumAddress
 
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.errors import parse_address
+from gateway.chain.tokens import TOKEN_UNIT
+from gateway.chain.voting import VotingModel
 from gateway.exceptions import ChainError, ConfigError
 from gateway.gov.errors import gov_errors
-from gateway.gov.tokens import TOKEN_UNIT
 from gateway.gov.transactions import Sender
-from gateway.gov.voting import VotingModel
 
 ANYONE = "0x0000000000000000000000000000000000000000"
 TIMELOCK_AUTHORITY = "timelock"

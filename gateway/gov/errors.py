@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from web3.exceptions import ContractLogicError
 
 from gateway.chain import errors as chain
-from gateway.gov.tokens import TOKEN_SYMBOL, format_tokens
+from gateway.chain.tokens import TOKEN_SYMBOL, format_tokens
 
 PROPOSAL_STATES = (
     "Pending",

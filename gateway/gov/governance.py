@@ -25,6 +25,7 @@ from gateway.chain.artifacts import load_artifact
 from gateway.chain.digests import from_bytes32, to_bytes32
 from gateway.chain.errors import parse_address, require_contract
 from gateway.chain.registry import Ratification, RegistryClient
+from gateway.chain.voting import VotingModel, detect_voting_model
 from gateway.exceptions import ChainError
 from gateway.gov.deploy import Deployment
 from gateway.gov.errors import (
@@ -35,7 +36,6 @@ from gateway.gov.errors import (
     not_ready_reason,
 )
 from gateway.gov.transactions import Sender
-from gateway.gov.voting import VotingModel, detect_voting_model
 
 
 class Support(IntEnum):

@@ -235,10 +235,11 @@ def test_the_figures_are_those_agora_log_stats_prints(stack: Stack, traffic: lis
 
 def test_the_proposals_and_versions_are_read_from_the_chain(stack: Stack) -> None:
     gateway = stack.gateway
-    proposals = httpx.get(f"{gateway.url}/transparency/proposals").json()["proposals"]
-    first = next(p for p in proposals if p["proposal_id"] == stack.open_id)
+    answer = httpx.get(f"{gateway.url}/transparency/proposals").json()
+    assert answer["voting"] == {"model": "token", "summary": "one AGORA token, one vote"}
+    first = next(p for p in answer["proposals"] if p["proposal_id"] == stack.open_id)
     assert first["state"] == "Active" and first["open"] and first["bundle_verified"]
-    assert float(first["votes_for"]) > 0 and first["votes_against"] == "0"
+    assert first["votes_for"].endswith(" AGORA") and first["votes_against"] == "0 AGORA"
     versions = httpx.get(f"{gateway.url}/transparency/versions").json()["versions"]
     assert [(v["version"], v["digest"]) for v in versions] == [(1, stack.v1_digest)]
     policy = httpx.get(f"{gateway.url}/transparency/policy").json()

@@ -19,6 +19,7 @@ import pytest
 from eth_account import Account
 
 from gateway.chain.registry import RegistryClient
+from gateway.chain.tokens import TOKEN_UNIT
 from gateway.gov.deploy import Deployment
 from gateway.gov.environment import (
     DEPLOYMENT_ENV,
@@ -26,7 +27,6 @@ from gateway.gov.environment import (
     PRIVATE_KEY_ENV,
     RPC_URL_ENV,
 )
-from gateway.gov.tokens import TOKEN_UNIT
 from gateway.pinning.bundle import load_bundle
 from tests.integration.geth import DEV_CHAIN_ID, GethNode, start_geth
 from tests.support import ROOT, run_agora

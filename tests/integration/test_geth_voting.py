@@ -24,10 +24,10 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.rpc import connect
+from gateway.chain.tokens import TOKEN_UNIT
 from gateway.exceptions import ChainError
 from gateway.gov.deploy import Deployment
 from gateway.gov.environment import DEPLOYMENT_ENV, PRIVATE_KEY_ENV, RPC_URL_ENV
-from gateway.gov.tokens import TOKEN_UNIT
 from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
 from tests.integration.conftest import RunningGateway, StartGateway

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.chain.voting import VotingModel
 from gateway.community.proposals import ChainReader
 from gateway.gov.governance import Governance, Support
 from gateway.pinning.bundle import load_bundle
@@ -44,8 +45,9 @@ def test_versions_and_proposals_with_votes_quorum_and_deadlines(tmp_path: Path) 
     assert current.proposal_id == str(proposal.proposal_id)
     assert (current.state, current.open) == ("Active", True)
     assert (current.digest, current.uri) == (load_bundle(second).digest, second.as_uri())
-    assert current.votes_for == "1000000" and current.votes_against == "0"
-    assert current.quorum == "40000"  # 4 % of the supply, in whole tokens
+    assert view.voting is VotingModel.TOKEN
+    assert current.votes_for == "1000000 AGORA" and current.votes_against == "0 AGORA"
+    assert current.quorum == "40000 AGORA"  # 4 % of the supply, in whole tokens
     assert current.deadline_block == proposal.vote_end
     assert "open the big model" in current.description
     assert view.head_block >= proposal.vote_start + 1

@@ -9,10 +9,10 @@ import pytest
 from web3 import Web3
 
 from gateway.chain.artifacts import CONTRACT_NAMES, load_artifact
+from gateway.chain.tokens import format_tokens
+from gateway.chain.voting import VotingModel
 from gateway.exceptions import ConfigError
 from gateway.gov.deploy import Deployment, GovernanceParams
-from gateway.gov.tokens import format_tokens
-from gateway.gov.voting import VotingModel
 
 ROOT = Path(__file__).resolve().parents[3]
 ADDRESS = Web3.to_checksum_address("0x" + "12" * 20)

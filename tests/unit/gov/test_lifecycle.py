@@ -11,10 +11,10 @@ import pytest
 from gateway.chain.artifacts import load_artifact
 from gateway.chain.digests import to_bytes32
 from gateway.chain.registry import RegistryClient
+from gateway.chain.tokens import TOKEN_UNIT
 from gateway.exceptions import ChainError
 from gateway.gov.deploy import Deployment, deploy_governance
 from gateway.gov.governance import Governance, Proposal, ProposalState, Support
-from gateway.gov.tokens import TOKEN_UNIT
 from gateway.gov.transactions import Sender
 from gateway.pinning.bundle import load_bundle
 from tests.embedded_chain import FAST_RULES, EmbeddedChain, ratify_embedded

@@ -13,13 +13,14 @@ from web3.contract import Contract
 
 from gateway.chain.artifacts import ContractName, load_artifact
 from gateway.chain.registry import RegistryClient
+from gateway.chain.tokens import TOKEN_UNIT
+from gateway.chain.voting import VotingModel
+from gateway.community.proposals import ChainReader
 from gateway.exceptions import ChainError, ConfigError
 from gateway.gov.deploy import Deployment, GovernanceParams, deploy_governance
 from gateway.gov.governance import Governance, Proposal, ProposalState, Support
 from gateway.gov.membership import Membership
-from gateway.gov.tokens import TOKEN_UNIT
 from gateway.gov.transactions import Sender
-from gateway.gov.voting import VotingModel
 from gateway.pinning.bundle import load_bundle
 from tests.embedded_chain import EmbeddedChain, dev_address
 from tests.unit.gov.test_lifecycle import make_bundle
@@ -139,6 +140,18 @@ def test_membership_whole_cycle_and_quorum_of_members(membership: World, tmp_pat
     w.enact(proposal)
     current = RegistryClient(w.chain.w3, w.deployment.registry).current()
     assert current is not None and current.digest == proposal.digest
+
+
+def test_the_community_page_reads_member_votes_as_votes(membership: World, tmp_path: Path) -> None:
+    w = membership
+    proposal = w.propose(tmp_path, "members-page")
+    w.open_vote(proposal)
+    w.governance.vote(w.sender(ALICE), proposal.proposal_id, Support.FOR)
+    reader = ChainReader(w.chain.w3, w.deployment.registry, w.deployment.governor)
+    view = reader.read()
+    assert view.voting is VotingModel.MEMBERSHIP
+    (shown,) = view.proposals
+    assert (shown.votes_for, shown.votes_against, shown.quorum) == ("1 vote", "0 votes", "1 vote")
 
 
 def test_a_membership_cannot_be_transferred_or_its_vote_delegated(membership: World) -> None:

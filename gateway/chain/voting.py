@@ -23,8 +23,8 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from gateway.chain.artifacts import ContractName, load_artifact
-from gateway.gov.errors import gov_errors
-from gateway.gov.tokens import TOKEN_SYMBOL, TOKEN_UNIT, format_tokens
+from gateway.chain.errors import chain_errors
+from gateway.chain.tokens import TOKEN_SYMBOL, TOKEN_UNIT, format_tokens
 
 MEMBERSHIP_TOKEN_NAME = "Agora membership"
 _SQRT_UNIT = isqrt(TOKEN_UNIT)  # the weight of one whole token under quadratic voting
@@ -97,7 +97,7 @@ def detect_voting_model(w3: Web3, governor: ChecksumAddress) -> VotingModel:
     """The model of the governor at ``governor``, read from the chain (each governor's
     ``name()`` is its contract's name)."""
     contract = w3.eth.contract(address=governor, abi=load_artifact("AgoraGovernor").abi)
-    with gov_errors(f"reading how governor {governor} counts votes"):
+    with chain_errors(f"reading how governor {governor} counts votes"):
         name = str(contract.functions.name().call())
         if name == "AgoraQuadraticGovernor":
             return VotingModel.QUADRATIC
