@@ -20,9 +20,10 @@ import aiohttp
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.decisionlog.recorder import DecisionRecorder
+from gateway.decisionlog.ship import LogShipper
 from gateway.exceptions import AgoraError
 from gateway.lifecycle import Worker
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, LogShipCollector
 from gateway.pinning.activation import activate
 from gateway.pinning.bundle import load_bundle
 from gateway.pinning.nodes import start_watcher
@@ -105,6 +106,10 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
         await gateway.engine.start()
         stack.push_async_callback(gateway.engine.stop)
         workers: list[Worker] = []
+        if settings.decision_log.ship is not None:
+            # Started before the writer, so that it stops after it: what the writer
+            # flushes at shutdown is shipped too.
+            await _start_worker(stack, workers, _shipper(settings, gateway.recorder, metrics))
         await _start_worker(stack, workers, gateway.recorder)
         if settings.governance is None:
             await _activate_local_bundle(gateway)
@@ -125,6 +130,20 @@ async def _start_worker(
     await worker.start()
     stack.push_async_callback(worker.stop)
     workers.append(worker)
+
+
+def _shipper(settings: Settings, recorder: DecisionRecorder, metrics: GatewayMetrics) -> LogShipper:
+    """The decision log's sink to ``decision_log.ship.url``, its figures in the metrics."""
+    assert settings.decision_log.ship is not None
+    writer = recorder.writer
+    shipper = LogShipper(
+        settings.decision_log.ship,
+        settings.decision_log.path,
+        decision_path=settings.policy.decision_path,
+        head=lambda: writer.count,
+    )
+    metrics.registry.register(LogShipCollector(shipper))
+    return shipper
 
 
 async def _activate_local_bundle(gateway: Gateway) -> None:

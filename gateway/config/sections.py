@@ -273,6 +273,33 @@ class Governance(_Strict):
         return self
 
 
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class LogShip(_Strict):
+    """Shipping the decision log to an HTTP receiver as OPA decision-log events."""
+
+    url: AnyHttpUrl
+    """Where each batch is POSTed: a gzip'd JSON array of events, as OPA uploads them."""
+    batch_records: Annotated[int, Field(ge=1)] = 500
+    batch_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    """Largest batch before compression; a single larger event goes alone."""
+    interval_s: Annotated[float, Field(gt=0)] = 1.0
+    """How often the files are read for new records when the sink has caught up."""
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+    """Longest wait between attempts while the receiver fails (the wait doubles from 0.5 s)."""
+    headers_env: dict[
+        Annotated[str, Field(pattern=_HEADER_NAME)], Annotated[str, Field(pattern=_ENV_NAME)]
+    ] = {}
+    """Request headers whose values are read from environment variables (credentials)."""
+    labels: dict[str, str] = {}
+    """Added to every event's ``labels`` (beside ``id``, ``app`` and ``version``)."""
+    state_path: Path | None = None
+    """Where the position of the sink is kept; null: ``<decision_log.path>.ship-state.json``."""
+
+
 class DecisionLog(_Strict):
     path: Path = Path("decisions.jsonl")
     durability: Literal["record", "batch", "interval"] = "batch"
@@ -293,6 +320,8 @@ class DecisionLog(_Strict):
     if it is unset or empty."""
     include_body: bool = False
     """Store the request body (prompts) in each record; off by default for privacy."""
+    ship: LogShip | None = None
+    """Send every record to an HTTP receiver too (at least once, in order); null: do not."""
 
     @model_validator(mode="after")
     def _caller_hash_key(self) -> DecisionLog:

@@ -1,0 +1,222 @@
+"""Reading the chain back from its files, from a given ``seq`` on, while the writer appends.
+
+A reader of the log (the shipping sink) never talks to the writer: it follows
+the files. It finds the file that holds the record it wants (rotated files are
+named after their first ``seq``), reads whole lines only (a line without its
+newline is still being written, or is a torn write that the writer will set
+aside), and when it reaches the end of a file that the writer has since
+rotated away, goes on in the next one. Every record it hands out is checked:
+a valid record (hash, canonical form), the expected ``seq``, and a ``prev``
+that links it to the record before, so that a reader resuming after a restart
+notices a log that was replaced or altered instead of shipping another chain.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gateway.decisionlog.errors import DecisionLogError, RecordError
+from gateway.decisionlog.files import first_seq_in_name, rotated_files
+from gateway.decisionlog.record import parse_line
+
+_CHUNK = 1 << 20
+
+
+class TailError(DecisionLogError):
+    """The records wanted are not in the files, or the files do not continue the chain."""
+
+
+class ChainTail:
+    """Records of the chain whose current file is ``path``, from ``next_seq`` on.
+
+    ``prev`` is the ``hash`` of record ``next_seq - 1`` (None when ``next_seq``
+    is 1, or when the first record found is taken on trust: ``trust_first``).
+    Not thread-safe: one call at a time (the sink calls it from a worker thread).
+    """
+
+    def __init__(
+        self, path: Path, next_seq: int, prev: str | None, *, trust_first: bool = False
+    ) -> None:
+        self._path = path
+        self._next_seq = next_seq
+        self._prev = prev
+        self._trust_first = trust_first
+        self._file: BinaryIO | None = None
+        self._file_name = path
+        self._finished: tuple[int, int] | None = None
+        """Device and inode of the last file read to its end after its rotation."""
+        self._buffer = b""
+        self._confirmed = next_seq == 1 or trust_first
+        """Whether the files were seen to hold record ``next_seq - 1`` (or to start after it)."""
+        self.last_seen = 0
+        """The highest ``seq`` read from the files so far."""
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def read(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` records written since the last call, in chain order.
+
+        Returns an empty list when nothing new is complete yet. Raise TailError
+        when the record wanted is not in the files (archived away, or the log
+        was replaced by a shorter one) or a record does not continue the chain.
+        """
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            if self._file is None and not self._open_next():
+                break
+            line = self._line()
+            if line is None:
+                if not self._rotated_away():
+                    self._check_position()
+                    break
+                line = self._line()  # written between the last read and the rename
+                if line is None:
+                    self._finish()
+                    continue
+            record = self._check(line)
+            if record is not None:
+                found.append(record)
+        return found
+
+    def close(self) -> None:
+        self._close()
+
+    def _line(self) -> bytes | None:
+        """The next whole line of the open file (without its newline), or None for now."""
+        assert self._file is not None
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+                return line
+            chunk = self._file.read(_CHUNK)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def _check_position(self) -> None:
+        """At the end of the current file: it must have held the record read before ``next_seq``."""
+        if not self._confirmed:
+            raise TailError(
+                f"{self._path}: the log ends at seq {self.last_seen}, but it was read up to seq "
+                f"{self._next_seq - 1} before: the log was cut or replaced"
+            )
+
+    def _check(self, line: bytes) -> dict[str, Any] | None:
+        """The record on ``line`` if it is the one wanted next; None for one before it."""
+        try:
+            record = parse_line(line)
+        except RecordError as exc:
+            raise TailError(f"{self._file_name}: {exc}: the log was altered") from None
+        seq = record["seq"]
+        self.last_seen = max(self.last_seen, seq)
+        if seq < self._next_seq:
+            if seq != self._next_seq - 1:
+                return None
+            self._confirmed = True
+            if self._prev is not None and record["hash"] != self._prev:
+                raise TailError(
+                    f"{self._file_name}: record {seq} has hash {record['hash']}, not {self._prev} "
+                    "as when it was read before: the log was replaced or altered"
+                )
+            return None
+        if seq != self._next_seq:
+            raise TailError(
+                f"{self._file_name}: expected seq {self._next_seq}, found {seq}: "
+                f"records {self._next_seq} to {seq - 1} are not in the files"
+            )
+        if record["prev"] != self._prev and not self._trust_first:
+            raise TailError(
+                f"{self._file_name}: record {seq} does not link to the record before it "
+                f"(prev {record['prev']}, expected {self._prev}): the log was replaced or altered"
+            )
+        self._trust_first, self._confirmed = False, True
+        self._next_seq, self._prev = seq + 1, record["hash"]
+        return record
+
+    def _rotated_away(self) -> bool:
+        """Whether the open file is no longer the current file: the writer rotated it."""
+        assert self._file is not None
+        try:
+            current = os.stat(self._path)
+        except FileNotFoundError:
+            return True
+        opened = os.fstat(self._file.fileno())
+        return (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino)
+
+    def _open_next(self) -> bool:
+        """Open the file that holds ``next_seq`` (or would: the current file); False for none yet.
+
+        That is the last file whose first record is at or before ``next_seq``.
+        Raise TailError when every file starts after it (records archived away).
+        """
+        candidates: list[tuple[int, Path]] = []
+        for rotated in rotated_files(self._path):
+            first = first_seq_in_name(rotated)
+            if first is not None:
+                candidates.append((first, rotated))
+        current_first = self._first_seq(self._path)
+        if current_first is not None:
+            candidates.append((current_first, self._path))
+        if not candidates:
+            if self._next_seq > 1 and not self._trust_first:
+                raise TailError(
+                    f"{self._path}: no records in the files, but the chain was read up to "
+                    f"seq {self._next_seq - 1}: the log was replaced or removed"
+                )
+            return False
+        before = [c for c in candidates if c[0] <= self._next_seq]
+        if not before:
+            earliest = min(candidates)[0]
+            if self._trust_first and self._prev is None:
+                self._next_seq = earliest
+                before = [min(candidates)]
+            else:
+                raise TailError(
+                    f"{self._path}: the files start at seq {earliest}; records "
+                    f"{self._next_seq} to {earliest - 1} are not in them (archived or removed)"
+                )
+        first, chosen = max(before)
+        try:
+            file = open(chosen, "rb")  # noqa: SIM115 (closed by _close)
+        except FileNotFoundError:
+            return False  # rotated between the listing and the open: try again next time
+        opened = os.fstat(file.fileno())
+        if (opened.st_dev, opened.st_ino) == self._finished:
+            file.close()
+            return False  # read to its end already; the file after it is not there yet
+        if first >= self._next_seq:
+            self._confirmed = True  # record next_seq - 1 is before this file: prev links them
+        self._file, self._file_name, self._buffer = file, chosen, b""
+        return True
+
+    def _first_seq(self, path: Path) -> int | None:
+        try:
+            with open(path, "rb") as file:
+                first = file.readline()
+        except FileNotFoundError:
+            return None
+        if not first.endswith(b"\n"):
+            return None
+        try:
+            seq: int = parse_line(first[:-1])["seq"]
+        except RecordError as exc:
+            raise TailError(f"{path}: first line: {exc}: the log was altered") from None
+        return seq
+
+    def _finish(self) -> None:
+        """Close a file read to its end after its rotation: the chain goes on in the next one."""
+        assert self._file is not None
+        opened = os.fstat(self._file.fileno())
+        self._finished = (opened.st_dev, opened.st_ino)
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._buffer = b""
