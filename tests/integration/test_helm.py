@@ -211,6 +211,7 @@ def test_lint_strict(helm: str, values: Path) -> None:
         ("auth.algorithms[0]=none", "/auth/algorithms/0"),
         ("auth.jwksUrl=http://issuer.example/jwks", "/auth/jwksUrl"),
         ("decisionLog.callerHash=sha256", "/decisionLog/callerHash"),
+        ("decisionLog.ship.url=ftp://logs.example", "/decisionLog/ship/url"),
     ],
 )
 def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
@@ -242,6 +243,10 @@ _ANONYMOUS_UNKEYED = ("auth.required=false", "decisionLog.callerHash=unkeyed")
         ([], "auth.required is true, so tokens must be verified"),
         (["auth.jwksUrl=https://a.example/jwks"], "auth.issuer and auth.audience are required"),
         (["auth.required=false"], "decisionLog.callerHashKeySecret is required"),
+        (
+            [*_ANONYMOUS_UNKEYED, "decisionLog.ship.enabled=true"],
+            "decisionLog.ship.enabled needs decisionLog.ship.url",
+        ),
         (
             [*_ANONYMOUS_UNKEYED, "gateway.adminPort=8080"],
             "gateway.adminPort and gateway.port are both 8080",
@@ -291,6 +296,8 @@ def test_gateway_configuration_is_accepted_by_the_gateway(
     env = rendered.env()
     named_envs = [u.api_key_env for u in settings.upstreams]
     named_envs += [settings.auth.secret_env, settings.decision_log.caller_hash_key_env]
+    if settings.decision_log.ship is not None:
+        named_envs += list(settings.decision_log.ship.headers_env.values())
     for name in filter(None, named_envs):
         assert name in env, f"the configuration names {name}, the pod does not set it"
 

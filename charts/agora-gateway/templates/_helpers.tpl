@@ -71,6 +71,9 @@ agora.dev/listener: admin
 {{- define "agora.hmacSecretEnv" -}}AGORA_AUTH_HMAC_SECRET{{- end }}
 {{- define "agora.callerHashKeyEnv" -}}AGORA_CALLER_HASH_KEY{{- end }}
 
+{{/* The variable that holds the value of decisionLog.ship.headerSecrets[i]. */}}
+{{- define "agora.shipHeaderEnv" -}}{{ printf "AGORA_LOG_SHIP_HEADER_%d" . }}{{- end }}
+
 {{/* A YAML scalar: null for an empty string, else the value as JSON (valid YAML). */}}
 {{- define "agora.orNull" -}}
 {{- if or (kindIs "invalid" .) (eq (toString .) "") }}null{{ else }}{{ toJson . }}{{ end }}
@@ -113,6 +116,9 @@ agora.dev/listener: admin
 {{- end }}
 {{- if and (eq $v.decisionLog.callerHash "keyed") (not (include "agora.secretSet" $v.decisionLog.callerHashKeySecret)) }}
 {{- fail "decisionLog.callerHashKeySecret is required with decisionLog.callerHash keyed (the default): the HMAC key of the callers' hashes in the decision log (or decisionLog.callerHash=unkeyed)" }}
+{{- end }}
+{{- if and $v.decisionLog.ship.enabled (not $v.decisionLog.ship.url) }}
+{{- fail "decisionLog.ship.enabled needs decisionLog.ship.url: where the decision log is sent" }}
 {{- end }}
 {{- $ports := dict }}
 {{- range $name, $port := dict "gateway.port" $v.gateway.port "gateway.adminPort" $v.gateway.adminPort "gateway.bundlePort" $v.gateway.bundlePort "opa.port" $v.opa.port "opa.diagnosticPort" $v.opa.diagnosticPort }}
@@ -159,6 +165,15 @@ configuration by its variable), then gateway.extraEnv. Empty when there is none.
     secretKeyRef:
       name: {{ $v.decisionLog.callerHashKeySecret.name }}
       key: {{ $v.decisionLog.callerHashKeySecret.key }}
+{{- end }}
+{{- if $v.decisionLog.ship.enabled }}
+{{- range $i, $h := $v.decisionLog.ship.headerSecrets }}
+- name: {{ include "agora.shipHeaderEnv" $i }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $h.name }}
+      key: {{ $h.key }}
+{{- end }}
 {{- end }}
 {{- if and $v.governance.enabled (include "agora.secretSet" $v.governance.rpcUrlSecret) }}
 # Appended to governance.rpc_urls: a configuration override by index.
