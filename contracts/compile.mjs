@@ -20,6 +20,7 @@ const CONTRACTS = {
   AgoraToken: "src/AgoraToken.sol",
   AgoraGovernor: "src/AgoraGovernor.sol",
   PolicyRegistry: "src/PolicyRegistry.sol",
+  LogAnchor: "src/LogAnchor.sol",
   TimelockController: "@openzeppelin/contracts/governance/TimelockController.sol",
 };
 

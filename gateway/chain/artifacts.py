@@ -16,12 +16,15 @@ from eth_typing import ABI, HexStr
 
 from gateway.exceptions import ChainError
 
-ContractName = Literal["AgoraToken", "AgoraGovernor", "PolicyRegistry", "TimelockController"]
+ContractName = Literal[
+    "AgoraToken", "AgoraGovernor", "PolicyRegistry", "TimelockController", "LogAnchor"
+]
 CONTRACT_NAMES: tuple[ContractName, ...] = (
     "AgoraToken",
     "AgoraGovernor",
     "PolicyRegistry",
     "TimelockController",
+    "LogAnchor",
 )
 
 
