@@ -1,0 +1,74 @@
+"""The decision log's checkpoints anchored on a real ``geth --dev`` node.
+
+``agora gov anchor-deploy`` deploys LogAnchor with the anchoring worker's key
+as anchorer; the worker anchors a log that grows, over JSON-RPC with its key
+from the environment; ``agora gov anchors`` lists what anyone can now hold the
+operator to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.chain.anchoring import AnchorWorker, anchor_client, sending_account
+from gateway.gov.environment import PRIVATE_KEY_ENV, RPC_URL_ENV
+from gateway.lifecycle import State
+from tests.integration.geth import DEV_CHAIN_ID, start_geth
+from tests.support import run_agora
+
+pytestmark = pytest.mark.integration
+
+ORIGIN = "agora.example/log/geth"
+
+
+def root(size: int) -> bytes:
+    return hashlib.sha256(f"tree of {size}".encode()).digest()
+
+
+def test_the_worker_anchors_a_growing_log_on_geth(tmp_path: Path) -> None:
+    with start_geth(tmp_path, block_period_s=1) as node:
+        deployer, gateway_key = node.new_account(), node.new_account(ether=1)
+        env = {RPC_URL_ENV: node.url, PRIVATE_KEY_ENV: deployer.key.hex()}
+        deployed = run_agora(
+            "gov", "anchor-deploy", "--anchorer", gateway_key.address, "--json", env=env
+        )
+        assert deployed.returncode == 0, deployed.stderr + node.log_tail()
+        address = json.loads(deployed.stdout)["anchor"]
+
+        account = sending_account(environ={"AGORA_ANCHOR_PRIVATE_KEY": gateway_key.key.hex()})
+        heads = [(ORIGIN, 10, root(10)), (ORIGIN, 10, root(10)), (ORIGIN, 42, root(42))]
+        current: list[tuple[str, int, bytes]] = []
+
+        async def run() -> AnchorWorker:
+            worker = AnchorWorker(
+                lambda: anchor_client(node.url, address, account, chain_id=DEV_CHAIN_ID),
+                lambda: current[-1] if current else None,
+                interval_s=3600,
+            )
+            for head in heads:
+                current.append(head)
+                await worker.tick()
+                assert worker.state is State.OK, worker.detail
+            return worker
+
+        worker = asyncio.run(run())
+        assert worker.anchors_sent == 2
+
+        listed = run_agora("gov", "anchors", ORIGIN, "--anchor", address, "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        anchors = json.loads(listed.stdout)["anchors"]
+        assert [(a["index"], a["size"], a["root"]) for a in anchors] == [
+            (0, 10, root(10).hex()),
+            (1, 42, root(42).hex()),
+        ]
+        assert anchors[0]["block_number"] < anchors[1]["block_number"]
+
+        refused = run_agora(
+            "gov", "anchors", ORIGIN, "--anchor", deployer.address, env=env
+        )  # an account, not the contract
+        assert refused.returncode == 2 and "no contract at" in refused.stderr
