@@ -106,11 +106,15 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
         await gateway.engine.start()
         stack.push_async_callback(gateway.engine.stop)
         workers: list[Worker] = []
+        shipper = None
         if settings.decision_log.ship is not None:
-            # Started before the writer, so that it stops after it: what the writer
-            # flushes at shutdown is shipped too.
-            await _start_worker(stack, workers, _shipper(settings, gateway.recorder, metrics))
+            shipper = _shipper(settings, gateway.recorder, metrics)
+            # Stopped after the writer, so that what it flushes at shutdown is shipped too.
+            stack.push_async_callback(shipper.stop)
         await _start_worker(stack, workers, gateway.recorder)
+        if shipper is not None:
+            await shipper.start()  # after the writer set aside a torn tail, if any
+            workers.append(shipper)
         if settings.governance is None:
             await _activate_local_bundle(gateway)
         else:

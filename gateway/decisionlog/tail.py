@@ -95,8 +95,21 @@ class ChainTail:
                 return line
             chunk = self._file.read(_CHUNK)
             if not chunk:
+                self._unread_partial_line()
                 return None
             self._buffer += chunk
+
+    def _unread_partial_line(self) -> None:
+        """At the end of the file, go back to the start of an unfinished line: read it anew later.
+
+        The writer may cut the file there (it sets aside a torn last line when it
+        starts, and cuts back to the last fsync after a failed write, then writes
+        the same records again), so bytes of an unfinished line are never kept.
+        """
+        assert self._file is not None
+        if self._buffer:
+            self._file.seek(-len(self._buffer), os.SEEK_CUR)
+            self._buffer = b""
 
     def _check_position(self) -> None:
         """At the end of the current file: it must have held the record read before ``next_seq``."""

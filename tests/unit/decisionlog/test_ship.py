@@ -296,6 +296,27 @@ async def test_a_replaced_log_is_not_shipped_as_its_continuation(
     assert seqs(receiver.events) == list(range(1, 11))
 
 
+async def test_a_torn_line_set_aside_by_the_writer_is_skipped(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    config = log_config(tmp_path)
+    writer = await writer_for(config)
+    await write(writer, 0, 5)
+    await writer.stop()
+    with open(config.path, "ab") as file:  # noqa: ASYNC230 (a crash, mid-write)
+        file.write(b'{"allow":false,"torn":')
+    shipper = shipper_for(writer, config, ship_config(receiver))
+    await shipper.start()  # reads the torn bytes before the writer cuts them
+    await until(lambda: shipper.shipped_seq == 5)
+    writer = await writer_for(config)  # sets the torn line aside, writes from there
+    await write(writer, 5, 12)
+    await until(lambda: shipper.shipped_seq == 12)
+    assert shipper.state is State.OK
+    await shipper.stop()
+    await writer.stop()
+    assert seqs(receiver.events) == list(range(1, 13))
+
+
 async def test_a_too_large_answer_halves_the_batch(tmp_path: Path) -> None:
     sizes: list[int] = []
 
