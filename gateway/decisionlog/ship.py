@@ -200,7 +200,7 @@ class LogShipper:
             return f"{self._error}; shipping stopped ({where})"
         if self._failing_since is not None:
             since = time.monotonic() - self._failing_since
-            return f"receiver failing for {since:.0f} s: {self._error}; {where}"
+            return f"failing for {since:.0f} s: {self._error}; {where}"
         return where
 
     async def start(self) -> None:
@@ -231,18 +231,27 @@ class LogShipper:
             self._state = State.STOPPED
 
     async def _run(self) -> None:
+        try:
+            await self._ship()
+        except TailError as exc:
+            self._state, self._error = State.ERROR, str(exc)
+            logger.error("decision log shipping stopped: %s", exc)
+        except Exception as exc:
+            self._state, self._error = State.ERROR, f"{type(exc).__name__}: {exc}"
+            logger.exception("decision log shipping stopped")
+
+    async def _ship(self) -> None:
+        """Send batches in order until told to stop; each until the receiver acknowledges it."""
         first_backoff = min(FIRST_BACKOFF_S, self._config.backoff_max_s)
         backoff = first_backoff
         batch: _Batch | None = None
         while True:
             if batch is None:
+                checkpoint = self._checkpoint() if self._checkpoint is not None else None
                 try:
-                    checkpoint = self._checkpoint() if self._checkpoint is not None else None
                     batch = await asyncio.to_thread(self._next_batch, checkpoint)
-                except TailError as exc:
-                    self._state, self._error = State.ERROR, str(exc)
-                    logger.error("decision log shipping stopped: %s", exc)
-                    return
+                except OSError as exc:
+                    self._failed(f"cannot read the log: {exc}")
                 if batch is None:
                     if self._stopping.is_set():
                         return
@@ -250,11 +259,15 @@ class LogShipper:
                     continue
             try:
                 await self._send(batch)
-            except ShipFailed as exc:
-                self._failed(exc, backoff)
+                # A position that cannot be kept sends the batch again: at least once.
+                await asyncio.to_thread(write_position, self._state_path, batch.last)
+            except (ShipFailed, OSError) as exc:
+                self._failed(
+                    str(exc) if isinstance(exc, ShipFailed) else f"cannot keep the position: {exc}"
+                )
                 if self._stopping.is_set():
                     return
-                if exc.status == 413 and batch.count > 1:
+                if isinstance(exc, ShipFailed) and exc.status == 413 and batch.count > 1:
                     self._limit = max(1, batch.count // 2)
                     logger.warning("receiver refused %d events as too large: sending %d per batch",
                                    batch.count, self._limit)  # fmt: skip
@@ -263,7 +276,6 @@ class LogShipper:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, self._config.backoff_max_s)
                 continue
-            await asyncio.to_thread(write_position, self._state_path, batch.last)
             self._acknowledged(batch)
             batch, backoff = None, first_backoff
 
@@ -314,14 +326,13 @@ class LogShipper:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ShipFailed(f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)) from exc
 
-    def _failed(self, exc: ShipFailed, backoff: float) -> None:
+    def _failed(self, error: str) -> None:
         self.failures += 1
-        self._error = str(exc)
+        self._error = error
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-            logger.warning("decision log receiver failing: %s; retrying", exc)
+            logger.warning("decision log shipping failing: %s; retrying", error)
         self._state = State.WARN
-        logger.debug("decision log batch not acknowledged: %s; next attempt in %.1fs", exc, backoff)
 
     def _acknowledged(self, batch: _Batch) -> None:
         for _ in range(batch.count):

@@ -196,7 +196,7 @@ async def test_receiver_down_then_back_loses_nothing_and_blocks_nothing(
     submitting = time.perf_counter() - started
     await until(lambda: shipper.failures >= 3)
     assert shipper.state is State.WARN
-    assert "receiver failing" in shipper.detail and "100 behind" in shipper.detail
+    assert "failing for" in shipper.detail and "100 behind" in shipper.detail
     assert shipper.shipped_seq == 20 and shipper.lag == 100
     assert not shipper.gates_readiness
     assert submitting < 1.0, "the request side waited for the receiver"
@@ -315,6 +315,27 @@ async def test_a_torn_line_set_aside_by_the_writer_is_skipped(
     await shipper.stop()
     await writer.stop()
     assert seqs(receiver.events) == list(range(1, 13))
+
+
+async def test_a_position_that_cannot_be_kept_sends_the_batch_again(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    config = log_config(tmp_path)
+    writer = await writer_for(config)
+    state_dir = tmp_path / "state"  # missing for now: the position cannot be written
+    ship = ship_config(receiver, state_path=state_dir / "ship.json")
+    shipper = shipper_for(writer, config, ship)
+    await write(writer, 0, 3)
+    await shipper.start()
+    await until(lambda: shipper.failures >= 2)
+    assert shipper.state is State.WARN and "cannot keep the position" in shipper.detail
+    state_dir.mkdir()
+    await until(lambda: shipper.shipped_seq == 3)
+    await shipper.stop()
+    await writer.stop()
+    assert set(seqs(receiver.events)) == {1, 2, 3}  # each at least once, some more
+    assert len(receiver.events) > 3
+    assert read_position(state_dir / "ship.json") == shipper.position
 
 
 async def test_a_too_large_answer_halves_the_batch(tmp_path: Path) -> None:
