@@ -73,6 +73,24 @@ def anchor_client(
     return client
 
 
+def anchoring_worker(
+    latest: LatestCheckpoint,
+    *,
+    rpc_url: str,
+    contract: str,
+    interval_s: float,
+    key_env: str = ANCHOR_KEY_ENV,
+    chain_id: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AnchorWorker:
+    """The worker as the gateway runs it: the key read now (ConfigError if it is missing),
+    the node connected to when the worker first needs it (and again after a failure)."""
+    account = sending_account(key_env, environ)
+    return AnchorWorker(
+        lambda: anchor_client(rpc_url, contract, account, chain_id=chain_id), latest, interval_s
+    )
+
+
 class AnchorWorker:
     """Anchors the log's latest checkpoint every ``interval_s`` when the log grew."""
 
@@ -121,9 +139,13 @@ class AnchorWorker:
         self._state, self._detail = State.STOPPED, "stopped"
 
     async def _run(self) -> None:
-        while True:
-            await self.tick()
-            await asyncio.sleep(self._interval_s)
+        try:
+            while True:
+                await self.tick()
+                await asyncio.sleep(self._interval_s)
+        except Exception as exc:
+            self._state, self._detail = State.ERROR, f"stopped: {type(exc).__name__}: {exc}"
+            logger.exception("the anchoring worker stopped")
 
     async def tick(self) -> None:
         """One round: compare the latest checkpoint with the chain, and anchor it if it grew."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chain.anchoring import AnchorWorker, anchor_client, sending_account
+from gateway.chain.anchoring import AnchorWorker, anchoring_worker
 from gateway.gov.environment import PRIVATE_KEY_ENV, RPC_URL_ENV
 from gateway.lifecycle import State
 from tests.integration.geth import DEV_CHAIN_ID, start_geth
@@ -40,15 +40,18 @@ def test_the_worker_anchors_a_growing_log_on_geth(tmp_path: Path) -> None:
         assert deployed.returncode == 0, deployed.stderr + node.log_tail()
         address = json.loads(deployed.stdout)["anchor"]
 
-        account = sending_account(environ={"AGORA_ANCHOR_PRIVATE_KEY": gateway_key.key.hex()})
+        key_env = {"AGORA_ANCHOR_PRIVATE_KEY": gateway_key.key.hex()}
         heads = [(ORIGIN, 10, root(10)), (ORIGIN, 10, root(10)), (ORIGIN, 42, root(42))]
         current: list[tuple[str, int, bytes]] = []
 
         async def run() -> AnchorWorker:
-            worker = AnchorWorker(
-                lambda: anchor_client(node.url, address, account, chain_id=DEV_CHAIN_ID),
+            worker = anchoring_worker(
                 lambda: current[-1] if current else None,
+                rpc_url=node.url,
+                contract=address,
                 interval_s=3600,
+                chain_id=DEV_CHAIN_ID,
+                environ=key_env,
             )
             for head in heads:
                 current.append(head)
