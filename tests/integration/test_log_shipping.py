@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import RunningGateway, StartGateway
-from tests.support import free_port
+from tests.support import TOOL_BIN, free_port
 
 
 class _Server(ThreadingHTTPServer):
@@ -150,7 +152,18 @@ def test_the_log_reaches_the_receiver_through_an_outage_and_a_restart(
     receiver.up()
     wait_for(lambda: receiver.seqs() == log_seqs(log), "the receiver to catch up")
     assert gateway.ready()["components"]["decision_log_ship"]["state"] == "ok"
-    assert "agora_decision_log_ship_lag_records 0.0" in metrics_of(gateway)
+    exposition = metrics_of(gateway)
+    assert "agora_decision_log_ship_lag_records 0.0" in exposition
+    assert f"agora_decision_log_shipped_records_total {len(log_seqs(log))}.0" in exposition
+    promtool = shutil.which("promtool") or shutil.which(str(TOOL_BIN / "promtool"))
+    if promtool is not None:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"],
+            input=exposition.encode(),
+            capture_output=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
 
     gateway.process.stop()  # SIGTERM: the sink sends what the writer flushed last
     assert receiver.seqs() == log_seqs(log)
