@@ -16,6 +16,7 @@ unless the log stores request bodies (``decision_log.include_body``): then
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,35 @@ def opa_event(
     checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """The OPA decision-log event of one record (``path``: the policy's decision path)."""
+    return {
+        **_members(record, path=path, labels=labels, checkpoint=checkpoint),
+        "record": dict(record),
+    }
+
+
+def event_json(
+    record: Mapping[str, Any],
+    line: bytes,
+    *,
+    path: str,
+    labels: Mapping[str, str],
+    checkpoint: str | None = None,
+) -> bytes:
+    """:func:`opa_event` as JSON, with the record's log ``line`` (without its newline) as
+    ``record``: the line is already its JSON, so it is not encoded a second time."""
+    members = _members(record, path=path, labels=labels, checkpoint=checkpoint)
+    head = json.dumps(members, separators=(",", ":"), ensure_ascii=False).encode()
+    return head[:-1] + b',"record":' + line + b"}"
+
+
+def _members(
+    record: Mapping[str, Any],
+    *,
+    path: str,
+    labels: Mapping[str, str],
+    checkpoint: str | None,
+) -> dict[str, Any]:
+    """Every member of the event but ``record``."""
     policy = record["policy"]
     result: dict[str, Any] = {
         "event": record.get("event", "decision"),
@@ -54,7 +84,6 @@ def opa_event(
         "seq": record["seq"],
         "prev": record["prev"],
         "hash": record["hash"],
-        "record": record,
     }
     if "body" in record:
         event["input"] = {

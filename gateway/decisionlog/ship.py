@@ -38,15 +38,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from gateway import __version__
 from gateway.config import LogShip
-from gateway.decisionlog.events import opa_event
+from gateway.decisionlog.events import event_json
 from gateway.decisionlog.files import fsync_dir
-from gateway.decisionlog.tail import ChainTail, TailError
+from gateway.decisionlog.tail import ChainTail, Entry, TailError
 from gateway.exceptions import ConfigError, DecisionLogError
 from gateway.lifecycle import State
 
@@ -163,7 +162,7 @@ class LogShipper:
         self._labels = {"id": socket.gethostname(), "app": "agora", "version": __version__}
         self._labels.update(config.labels)
         self._tail: ChainTail | None = None
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[Entry] = deque()
         self._limit = config.batch_records
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -296,16 +295,15 @@ class LogShipper:
             return None
         parts: list[bytes] = []
         size = 1
-        for record in list(self._pending)[: self._limit]:
-            event = opa_event(
-                record, path=self._decision_path, labels=self._labels, checkpoint=checkpoint
+        for record, line in list(self._pending)[: self._limit]:
+            part = event_json(
+                record, line, path=self._decision_path, labels=self._labels, checkpoint=checkpoint
             )
-            part = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
             if parts and size + len(part) + 1 > self._config.batch_bytes:
                 break
             parts.append(part)
             size += len(part) + 1
-        last = self._pending[len(parts) - 1]
+        last = self._pending[len(parts) - 1].record
         body = b"[" + b",".join(parts) + b"]"
         return _Batch(
             len(parts),

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.config import DecisionLog, LogShip
 from gateway.decisionlog import DecisionLogWriter, build_record, canonical_json, seal
-from gateway.decisionlog.events import opa_event
+from gateway.decisionlog.events import event_json, opa_event
 from gateway.decisionlog.files import rotated_files
 from gateway.decisionlog.ship import LogShipper, read_position, state_path
 from gateway.exceptions import ConfigError
@@ -384,6 +384,10 @@ def test_a_stored_body_is_the_input_and_the_checkpoint_goes_along() -> None:
     fields = build_record(decision(1, body=body), caller_key=b"k", include_body=True)
     digest, line = seal(fields, 1, None)
     note = "agora.example/log\n1\nAAAA\n\n\u2014 agora sig\n"
-    event = opa_event(json.loads(line), path="agora/main", labels={"id": "a"}, checkpoint=note)
+    record = json.loads(line)
+    event = opa_event(record, path="agora/main", labels={"id": "a"}, checkpoint=note)
     assert event["checkpoint"] == note and event["hash"] == digest
     assert event["input"]["body"] == body and "erased" not in event
+    # What the sink sends: the same event, the log line spliced in as its record.
+    sent = event_json(record, line[:-1], path="agora/main", labels={"id": "a"}, checkpoint=note)
+    assert json.loads(sent) == event
