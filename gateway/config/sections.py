@@ -280,8 +280,9 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 class LogShip(_Strict):
     """Shipping the decision log to an HTTP receiver as OPA decision-log events."""
 
-    url: AnyHttpUrl
-    """Where each batch is POSTed: a gzip'd JSON array of events, as OPA uploads them."""
+    url: Annotated[AnyHttpUrl, AfterValidator(_rpc_url_is_private)]
+    """Where each batch is POSTed: a gzip'd JSON array of events, as OPA uploads them;
+    https, or http on loopback (a collector in the pod): records and credentials go there."""
     batch_records: Annotated[int, Field(ge=1)] = 500
     batch_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     """Largest batch before compression; a single larger event goes alone."""

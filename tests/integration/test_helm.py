@@ -211,7 +211,7 @@ def test_lint_strict(helm: str, values: Path) -> None:
         ("auth.algorithms[0]=none", "/auth/algorithms/0"),
         ("auth.jwksUrl=http://issuer.example/jwks", "/auth/jwksUrl"),
         ("decisionLog.callerHash=sha256", "/decisionLog/callerHash"),
-        ("decisionLog.ship.url=ftp://logs.example", "/decisionLog/ship/url"),
+        ("decisionLog.ship.url=http://logs.example", "/decisionLog/ship/url"),
     ],
 )
 def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:

@@ -371,6 +371,13 @@ async def test_a_too_large_answer_halves_the_batch(tmp_path: Path) -> None:
     assert sum(sizes) == 20 and max(sizes) == 4
 
 
+def test_the_receiver_is_reached_over_https_or_on_loopback() -> None:
+    with pytest.raises(ValueError, match="must use https"):
+        LogShip.model_validate({"url": "http://logs.example/v1/decisions"})
+    assert LogShip.model_validate({"url": "https://logs.example/v1/decisions"}).url.host
+    assert LogShip.model_validate({"url": "http://[::1]:2020/"}).url.host
+
+
 def test_a_header_variable_must_be_set(tmp_path: Path) -> None:
     ship = LogShip.model_validate(
         {"url": "http://127.0.0.1:1/", "headers_env": {"Authorization": "AGORA_UNSET_TOKEN"}}
