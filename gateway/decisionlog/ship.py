@@ -217,11 +217,21 @@ class LogShipper:
         self._state = State.OK
 
     async def stop(self) -> None:
-        """Send what the log holds (until an attempt fails), then stop; the position is kept."""
+        """Send what the log holds, then stop; the position is kept for the next start.
+
+        Sending stops at the first failed attempt, and after ``timeout_s`` at most,
+        so that a shutdown is not held up by a backlog: the rest goes after a restart.
+        """
         self._stopping.set()
         try:
             if self._task is not None:
-                await self._task
+                async with asyncio.timeout(self._config.timeout_s):
+                    await self._task
+        except TimeoutError:
+            logger.warning(
+                "decision log shipping stopped at seq %d with %d records not shipped yet: "
+                "they are shipped after the next start", self.shipped_seq, self.lag,
+            )  # fmt: skip
         finally:
             if self._session is not None:
                 await self._session.close()

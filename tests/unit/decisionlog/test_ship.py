@@ -35,6 +35,7 @@ class Receiver:
         self.batches: list[list[dict[str, Any]]] = []
         self.requests: list[web.Request] = []
         self.answer = 200
+        self.delay_s = 0.0
         self._runner: web.AppRunner | None = None
 
     @property
@@ -47,6 +48,7 @@ class Receiver:
 
     async def _upload(self, request: web.Request) -> web.Response:
         self.requests.append(request)
+        await asyncio.sleep(self.delay_s)
         if self.answer != 200:
             return web.Response(status=self.answer, text="not now")
         assert request.headers["Content-Encoding"] == "gzip"
@@ -245,6 +247,27 @@ async def test_stop_ships_what_the_writer_flushes_last(tmp_path: Path, receiver:
     await writer.stop()
     await shipper.stop()
     assert seqs(receiver.events) == list(range(1, 26))
+
+
+async def test_a_backlog_does_not_hold_up_a_shutdown(tmp_path: Path, receiver: Receiver) -> None:
+    config = log_config(tmp_path)
+    writer = await writer_for(config)
+    await write(writer, 0, 200)
+    await writer.stop()
+    receiver.delay_s = 0.02
+    ship = ship_config(receiver, batch_records=1, timeout_s=0.3)
+    shipper = shipper_for(writer, config, ship)
+    await shipper.start()
+    started = time.perf_counter()
+    await shipper.stop()
+    assert time.perf_counter() - started < 1.0
+    assert 0 < shipper.shipped_seq < 200
+    assert read_position(state_path(ship, config.path)) == shipper.position
+    again = shipper_for(writer, config, ship_config(receiver, batch_records=100))
+    await again.start()
+    await until(lambda: again.shipped_seq == 200)
+    await again.stop()
+    assert seqs(receiver.events)[-1] == 200 and set(seqs(receiver.events)) == set(range(1, 201))
 
 
 async def test_rotated_files_are_followed(tmp_path: Path, receiver: Receiver) -> None:
