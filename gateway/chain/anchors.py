@@ -25,6 +25,7 @@ from gateway.chain.errors import (
     parse_address,
     require_contract,
 )
+from gateway.chain.rpc import connect
 from gateway.exceptions import ChainError
 
 if TYPE_CHECKING:
@@ -140,3 +141,14 @@ def deploy_anchor(
     admin_address = parse_address(admin, "admin") if admin else sender.address
     anchorer_address = parse_address(anchorer, "anchorer") if anchorer else ZERO_ADDRESS
     return sender.deploy(load_artifact("LogAnchor"), admin_address, anchorer_address)
+
+
+def read_anchors(
+    rpc_url: str, contract: str, origin: str, *, chain_id: int | None = None
+) -> list[Anchor]:
+    """Every checkpoint anchored for ``origin`` in the ``LogAnchor`` at ``contract``, oldest
+    first, read from the node at ``rpc_url`` (what ``agora log verify --chain`` checks the
+    files against). Raise ChainError saying what failed."""
+    client = AnchorClient(connect(rpc_url, expected_chain_id=chain_id), contract)
+    client.check()
+    return client.anchors(origin)

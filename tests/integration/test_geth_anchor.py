@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.chain.anchoring import AnchorWorker, anchoring_worker
+from gateway.chain.anchors import read_anchors
 from gateway.gov.environment import PRIVATE_KEY_ENV, RPC_URL_ENV
 from gateway.lifecycle import State
 from tests.integration.geth import DEV_CHAIN_ID, start_geth
@@ -70,6 +71,8 @@ def test_the_worker_anchors_a_growing_log_on_geth(tmp_path: Path) -> None:
             (1, 42, root(42).hex()),
         ]
         assert anchors[0]["block_number"] < anchors[1]["block_number"]
+        read = read_anchors(node.url, address, ORIGIN, chain_id=DEV_CHAIN_ID)
+        assert [(a.size, a.root) for a in read] == [(10, root(10)), (42, root(42))]
 
         refused = run_agora(
             "gov", "anchors", ORIGIN, "--anchor", deployer.address, env=env
