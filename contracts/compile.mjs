@@ -23,6 +23,7 @@ const CONTRACTS = {
   AgoraMembersQuadraticGovernor: "src/AgoraMembersQuadraticGovernor.sol",
   AgoraQuadraticGovernor: "src/AgoraQuadraticGovernor.sol",
   PolicyRegistry: "src/PolicyRegistry.sol",
+  LogAnchor: "src/LogAnchor.sol",
   TimelockController: "@openzeppelin/contracts/governance/TimelockController.sol",
 };
 

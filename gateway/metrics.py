@@ -45,6 +45,12 @@ LOG_SYNCS = "agora_decision_log_fsyncs"
 ANSWER_DECISIONS = "agora_answer_decisions"
 ANSWER_LATENCY = "agora_answer_decision_duration_seconds"
 ANSWER_CHARS_UNJUDGED = "agora_answer_chars_sent_unjudged"
+LOG_SHIPPED = "agora_decision_log_shipped_records"
+LOG_SHIPPED_BATCHES = "agora_decision_log_shipped_batches"
+LOG_SHIP_FAILURES = "agora_decision_log_ship_failures"
+LOG_SHIP_LAG = "agora_decision_log_ship_lag_records"
+LOG_SHIPPED_SEQ = "agora_decision_log_shipped_seq"
+LOG_SHIP_LAST_SUCCESS = "agora_decision_log_ship_last_success_timestamp_seconds"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -197,6 +203,67 @@ class DecisionLogCollector(Collector):
             "Successful fsyncs of the decision log (records per fsync: the group-commit size).",
             value=self._writer.syncs,
         )
+
+
+class _ShipperView(Protocol):
+    @property
+    def shipped_records(self) -> int: ...
+
+    @property
+    def shipped_batches(self) -> int: ...
+
+    @property
+    def failures(self) -> int: ...
+
+    @property
+    def lag(self) -> int: ...
+
+    @property
+    def shipped_seq(self) -> int: ...
+
+    @property
+    def last_success(self) -> float | None: ...
+
+
+class LogShipCollector(Collector):
+    """Shipping figures read from the decision-log sink at scrape time."""
+
+    def __init__(self, shipper: _ShipperView):
+        self._shipper = shipper
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        shipper = self._shipper
+        yield CounterMetricFamily(
+            LOG_SHIPPED,
+            "Decision-log records the receiver acknowledged.",
+            value=shipper.shipped_records,
+        )
+        yield CounterMetricFamily(
+            LOG_SHIPPED_BATCHES,
+            "Batches (gzip'd POSTs) the receiver acknowledged.",
+            value=shipper.shipped_batches,
+        )
+        yield CounterMetricFamily(
+            LOG_SHIP_FAILURES,
+            "Batches the receiver did not acknowledge (no answer, or not 2xx); each is retried.",
+            value=shipper.failures,
+        )
+        yield GaugeMetricFamily(
+            LOG_SHIP_LAG,
+            "Records in the decision log not yet acknowledged by the receiver.",
+            value=shipper.lag,
+        )
+        yield GaugeMetricFamily(
+            LOG_SHIPPED_SEQ,
+            "seq of the last record the receiver acknowledged.",
+            value=shipper.shipped_seq,
+        )
+        if shipper.last_success is not None:
+            yield GaugeMetricFamily(
+                LOG_SHIP_LAST_SUCCESS,
+                "Unix time of the last batch the receiver acknowledged.",
+                value=shipper.last_success,
+            )
 
 
 class ComponentStateCollector(Collector):

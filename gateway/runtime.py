@@ -22,9 +22,10 @@ from gateway.auth import Authenticator
 from gateway.community.service import CommunityService
 from gateway.config import Settings
 from gateway.decisionlog.recorder import DecisionRecorder
+from gateway.decisionlog.ship import LogShipper
 from gateway.exceptions import AgoraError
 from gateway.lifecycle import Worker
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, LogShipCollector
 from gateway.pinning.activation import activate
 from gateway.pinning.bundle import load_bundle
 from gateway.pinning.nodes import start_watcher
@@ -114,7 +115,17 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
         await gateway.engine.start()
         stack.push_async_callback(gateway.engine.stop)
         workers: list[Worker] = []
+        shipper = None
+        if settings.decision_log.ship is not None:
+            shipper = _shipper(settings, gateway.recorder, metrics)
+            # Stopped after the writer, so that what it flushes at shutdown is shipped too.
+            stack.push_async_callback(shipper.stop)
         await _start_worker(stack, workers, gateway.recorder)
+        if settings.transparency.anchor is not None:
+            await _start_worker(stack, workers, _anchorer(settings, gateway.recorder))
+        if shipper is not None:
+            await shipper.start()  # after the writer set aside a torn tail, if any
+            workers.append(shipper)
         if settings.governance is None:
             await _activate_local_bundle(gateway)
         else:
@@ -137,6 +148,43 @@ async def _start_worker(
     await worker.start()
     stack.push_async_callback(worker.stop)
     workers.append(worker)
+
+
+def _shipper(settings: Settings, recorder: DecisionRecorder, metrics: GatewayMetrics) -> LogShipper:
+    """The decision log's sink to ``decision_log.ship.url``, its figures in the metrics."""
+    assert settings.decision_log.ship is not None
+    writer = recorder.writer
+    tlog = writer.transparency
+
+    def checkpoint() -> str | None:
+        latest = tlog.latest
+        return None if latest is None else str(latest)
+
+    shipper = LogShipper(
+        settings.decision_log.ship,
+        settings.decision_log.path,
+        decision_path=settings.policy.decision_path,
+        head=lambda: writer.count,
+        checkpoint=checkpoint,
+    )
+    metrics.registry.register(LogShipCollector(shipper))
+    return shipper
+
+
+def _anchorer(settings: Settings, recorder: DecisionRecorder) -> Worker:
+    """The worker that anchors the log's latest signed checkpoint on chain."""
+    from gateway.chain.anchoring import anchoring_worker  # web3 and a sender: only when asked
+
+    anchor = settings.transparency.anchor
+    assert anchor is not None
+    return anchoring_worker(
+        recorder.writer.transparency.tree_head,
+        rpc_url=anchor.rpc_url,
+        contract=anchor.contract,
+        interval_s=settings.transparency.anchor_every_s,
+        key_env=anchor.key_env,
+        chain_id=anchor.chain_id,
+    )
 
 
 async def _activate_local_bundle(gateway: Gateway) -> None:

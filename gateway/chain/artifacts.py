@@ -24,6 +24,7 @@ ContractName = Literal[
     "AgoraQuadraticGovernor",
     "PolicyRegistry",
     "TimelockController",
+    "LogAnchor",
 ]
 CONTRACT_NAMES: tuple[ContractName, ...] = (
     "AgoraToken",
@@ -33,6 +34,7 @@ CONTRACT_NAMES: tuple[ContractName, ...] = (
     "AgoraQuadraticGovernor",
     "PolicyRegistry",
     "TimelockController",
+    "LogAnchor",
 )
 
 

@@ -277,6 +277,34 @@ class Governance(_Strict):
         return self
 
 
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class LogShip(_Strict):
+    """Shipping the decision log to an HTTP receiver as OPA decision-log events."""
+
+    url: Annotated[AnyHttpUrl, AfterValidator(_rpc_url_is_private)]
+    """Where each batch is POSTed: a gzip'd JSON array of events, as OPA uploads them;
+    https, or http on loopback (a collector in the pod): records and credentials go there."""
+    batch_records: Annotated[int, Field(ge=1)] = 500
+    batch_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    """Largest batch before compression; a single larger event goes alone."""
+    interval_s: Annotated[float, Field(gt=0)] = 1.0
+    """How often the files are read for new records when the sink has caught up."""
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+    """Longest wait between attempts while the receiver fails (the wait doubles from 0.5 s)."""
+    headers_env: dict[
+        Annotated[str, Field(pattern=_HEADER_NAME)], Annotated[str, Field(pattern=_ENV_NAME)]
+    ] = {}
+    """Request headers whose values are read from environment variables (credentials)."""
+    labels: dict[str, str] = {}
+    """Added to every event's ``labels`` (beside ``id``, ``app`` and ``version``)."""
+    state_path: Path | None = None
+    """Where the position of the sink is kept; null: ``<decision_log.path>.ship-state.json``."""
+
+
 class DecisionLog(_Strict):
     path: Path = Path("decisions.jsonl")
     durability: Literal["record", "batch", "interval"] = "batch"
@@ -300,6 +328,8 @@ class DecisionLog(_Strict):
     group_claim: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = None
     """A caller claim (say ``group`` or ``region``) recorded as the record's ``group``, so that
     deny rates can be published per group; it must not identify anyone. null: not recorded."""
+    ship: LogShip | None = None
+    """Send every record to an HTTP receiver too (at least once, in order); null: do not."""
 
     @model_validator(mode="after")
     def _caller_hash_key(self) -> DecisionLog:
@@ -395,6 +425,19 @@ class Response(_Strict):
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
+class LogAnchoring(_Strict):
+    """Where the log's signed checkpoints are anchored on chain (the ``LogAnchor`` contract)."""
+
+    contract: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+    """The LogAnchor address (``agora gov anchor-deploy``)."""
+    rpc_url: Annotated[str, Field(pattern=r"^https?://")]
+    """The JSON-RPC endpoint the anchoring transactions are sent to."""
+    key_env: EnvName = "AGORA_ANCHOR_PRIVATE_KEY"
+    """Environment variable holding the sending account's private key (the anchorer)."""
+    chain_id: Annotated[int | None, Field(ge=1)] = None
+    """Refuse a node on another chain; None: take the node's."""
+
+
 class Transparency(_Strict):
     """The decision log as a transparency log: the key that signs checkpoints, and witnesses."""
 
@@ -413,6 +456,10 @@ class Transparency(_Strict):
     """Or once records wait this long for a checkpoint."""
     witnesses: list[str] = Field(default_factory=list)
     """Verifier keys (type 0x04, ``agora log keygen --witness``) whose cosignatures are taken."""
+    anchor: LogAnchoring | None = None
+    """Anchor the latest signed checkpoint on chain; None: do not (needs a log key)."""
+    anchor_every_s: Annotated[float, Field(gt=0)] = 3600.0
+    """How often the latest checkpoint is anchored, when the log grew since the last anchor."""
 
     @field_validator("witnesses")
     @classmethod
@@ -432,4 +479,9 @@ class Transparency(_Strict):
     def _one_key_source(self) -> Transparency:
         if self.key_file is not None and self.key_env is not None:
             raise ValueError("set transparency.key_file or transparency.key_env, not both")
+        if self.anchor is not None and self.key_file is None and self.key_env is None:
+            raise ValueError(
+                "transparency.anchor anchors signed checkpoints: set transparency.key_file "
+                "or transparency.key_env"
+            )
         return self

@@ -79,9 +79,12 @@ def run_verify(args: argparse.Namespace) -> int:
         return 1
     print(f"OK: {result.count} records in {files}")
     print(f"head: {result.head or 'none'}")
+    status = 0
     if args.checkpoint is not None:
-        return transparency_cli.check_checkpoint(args, result)
-    return 0
+        status = transparency_cli.check_checkpoint(args, result)
+    if args.chain is not None and status == 0:
+        status = transparency_cli.check_anchored(args, result)
+    return status
 
 
 def run_stats(args: argparse.Namespace) -> int:

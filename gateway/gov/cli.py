@@ -15,6 +15,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from gateway.exceptions import AgoraError
+from gateway.gov.anchor_cli import register as register_anchor
 from gateway.gov.environment import (
     DEPLOYMENT_ENV,
     KEYSTORE_PASSWORD_ENV,
@@ -221,6 +222,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="who votes with your tokens (default: yourself)",
     )
     _set_handler(delegate, "delegate")
+    register_anchor(commands, network, signer)
 
     members = commands.add_parser(
         "members",

@@ -1,8 +1,9 @@
-"""``agora log keygen | prove | witness``, and ``agora log verify --checkpoint``.
+"""``agora log keygen | prove | witness``, and ``agora log verify --checkpoint | --chain``.
 
-Everything here works from files alone (``keygen``, ``prove``, ``verify``) or
-from a gateway's public URL (``witness``): what an outsider runs to hold the
-operator to the log.
+Everything here works from files alone (``keygen``, ``prove``, ``verify``), from
+a gateway's public URL (``witness``), or from a chain's JSON-RPC endpoint
+(``verify --chain``, the checkpoints anchored on chain): what an outsider runs
+to hold the operator to the log.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.decisionlog.errors import DecisionLogError
 from gateway.decisionlog.files import expand
 from gateway.decisionlog.verify import VerifyResult, chain_order, verify
+from gateway.exceptions import AgoraError
 from gateway.transparency.checkpoint import Checkpoint, SignedCheckpoint
 from gateway.transparency.log import decision_id_of_line, leaf_of_line
 from gateway.transparency.merkle import MerkleTree, leaf_hash
@@ -30,6 +34,12 @@ from gateway.transparency.note import (
     Verifier,
 )
 from gateway.transparency.witness import Inconsistent, Witness, WitnessError
+
+if TYPE_CHECKING:
+    from gateway.chain.anchors import Anchor
+
+ANCHOR_ENV = "AGORA_LOG_ANCHOR"
+"""Address of the LogAnchor contract, when ``--anchor`` is not given."""
 
 _PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
 
@@ -99,6 +109,22 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key", help="the log's verifier key (or a file holding it), to check the checkpoint"
     )
+    parser.add_argument(
+        "--chain",
+        metavar="RPC_URL",
+        help="a chain's JSON-RPC endpoint: the files must hold the tree of every checkpoint "
+        "anchored there for --origin (the LogAnchor at --anchor)",
+    )
+    parser.add_argument(
+        "--anchor",
+        metavar="ADDRESS",
+        default=os.environ.get(ANCHOR_ENV),
+        help=f"the LogAnchor contract (default: ${ANCHOR_ENV})",
+    )
+    parser.add_argument("--origin", help="the log's origin, as its checkpoints name it")
+    parser.add_argument(
+        "--chain-id", type=int, help="refuse a node on another chain (for example 1 for mainnet)"
+    )
 
 
 def check_checkpoint(args: argparse.Namespace, result: VerifyResult) -> int:
@@ -131,6 +157,57 @@ def check_checkpoint(args: argparse.Namespace, result: VerifyResult) -> int:
     more = f"; {extra} later records are not covered by it" if extra else ""
     print(f"checkpoint: {checkpoint.origin} size {checkpoint.size} root matches{more}")
     return 0
+
+
+def check_anchored(args: argparse.Namespace, result: VerifyResult) -> int:
+    """After a chain verified: do the files hold every tree anchored on chain? Exit status."""
+    if args.partial or not args.anchor or not args.origin:
+        print(
+            "agora log verify: --chain needs --anchor (or $" + ANCHOR_ENV + ") and --origin, "
+            "and the whole chain from seq 1 (no --partial)",
+            file=sys.stderr,
+        )
+        return 2
+    from gateway.chain.anchors import read_anchors  # web3, only when a chain is asked
+
+    try:
+        anchors = read_anchors(args.chain, args.anchor, args.origin, chain_id=args.chain_id)
+    except AgoraError as exc:
+        print(f"agora log verify: {exc}", file=sys.stderr)
+        return 2
+    if not anchors:
+        print(f"agora log verify: nothing is anchored for {args.origin!r} at {args.anchor}")
+        return 2
+    tree, _ = files_tree(list(result.files))
+    failures = anchored_mismatches(anchors, result.count, tree)
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    if failures:
+        return 1
+    last = anchors[-1]
+    print(
+        f"anchors: {len(anchors)} checkpoints of {args.origin} anchored on chain, each root "
+        f"matches (the latest: size {last.size}, block {last.block_number})"
+    )
+    return 0
+
+
+def anchored_mismatches(anchors: Sequence[Anchor], count: int, tree: MerkleTree) -> list[str]:
+    """What the files (``count`` records, their ``tree``) contradict among ``anchors``."""
+    failures = []
+    for anchor in anchors:
+        where = f"anchor {anchor.index} (block {anchor.block_number})"
+        if anchor.size > count:
+            failures.append(
+                f"{where} commits to {anchor.size} records but the files hold {count}: "
+                f"records after {count} were cut"
+            )
+        elif tree.root(anchor.size) != anchor.root:
+            failures.append(
+                f"{where}: the first {anchor.size} records are not the anchored tree "
+                "(different root hash): the log was rewritten"
+            )
+    return failures
 
 
 def _read_checkpoint(path: Path, key: str | None) -> Checkpoint:

@@ -223,6 +223,7 @@ def test_lint_strict(helm: str, values: Path) -> None:
         ("auth.algorithms[0]=none", "/auth/algorithms/0"),
         ("auth.jwksUrl=http://issuer.example/jwks", "/auth/jwksUrl"),
         ("decisionLog.callerHash=sha256", "/decisionLog/callerHash"),
+        ("decisionLog.ship.url=http://logs.example", "/decisionLog/ship/url"),
     ],
 )
 def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
@@ -257,6 +258,14 @@ _ANONYMOUS_UNKEYED = ("auth.required=false", "decisionLog.callerHash=unkeyed")
         (
             [*_ANONYMOUS_UNKEYED, "transparency.keySecret.name=k", "transparency.keySecret.key=k"],
             "transparency.origin is required with transparency.keySecret",
+        ),
+        (
+            [*_ANONYMOUS_UNKEYED, "decisionLog.ship.enabled=true"],
+            "decisionLog.ship.enabled needs decisionLog.ship.url",
+        ),
+        (
+            [*_ANONYMOUS_UNKEYED, "transparency.anchor.contract=0x" + "ab" * 20],
+            "transparency.anchor.contract needs transparency.anchor.rpcUrl",
         ),
         (
             [*_ANONYMOUS_UNKEYED, "gateway.adminPort=8080"],
@@ -307,6 +316,8 @@ def test_gateway_configuration_is_accepted_by_the_gateway(
     env = rendered.env()
     named_envs = [u.api_key_env for u in settings.upstreams]
     named_envs += [settings.auth.secret_env, settings.decision_log.caller_hash_key_env]
+    if settings.decision_log.ship is not None:
+        named_envs += list(settings.decision_log.ship.headers_env.values())
     for name in filter(None, named_envs):
         assert name in env, f"the configuration names {name}, the pod does not set it"
 

@@ -72,6 +72,9 @@ agora.dev/listener: admin
 {{- define "agora.hmacSecretEnv" -}}AGORA_AUTH_HMAC_SECRET{{- end }}
 {{- define "agora.callerHashKeyEnv" -}}AGORA_CALLER_HASH_KEY{{- end }}
 
+{{/* The variable that holds the value of decisionLog.ship.headerSecrets[i]. */}}
+{{- define "agora.shipHeaderEnv" -}}{{ printf "AGORA_LOG_SHIP_HEADER_%d" . }}{{- end }}
+
 {{/* A YAML scalar: null for an empty string, else the value as JSON (valid YAML). */}}
 {{- define "agora.orNull" -}}
 {{- if or (kindIs "invalid" .) (eq (toString .) "") }}null{{ else }}{{ toJson . }}{{ end }}
@@ -112,11 +115,17 @@ agora.dev/listener: admin
 {{- if and (gt $sources 0) (not (and $v.auth.issuer $v.auth.audience)) }}
 {{- fail "auth.issuer and auth.audience are required with a key source: a token meant for another issuer or service must not pass" }}
 {{- end }}
+{{- if and $v.transparency.anchor.contract (not (and $v.transparency.anchor.rpcUrl (include "agora.secretSet" $v.transparency.anchor.keySecret) (include "agora.secretSet" $v.transparency.keySecret))) }}
+{{- fail "transparency.anchor.contract needs transparency.anchor.rpcUrl, transparency.anchor.keySecret (the anchorer's key) and transparency.keySecret (only signed checkpoints are anchored)" }}
+{{- end }}
 {{- if and (include "agora.secretSet" $v.transparency.keySecret) (not $v.transparency.origin) }}
 {{- fail "transparency.origin is required with transparency.keySecret: each replica signs its own log's checkpoints as <origin>/<pod name> (e.g. gateway.example.com/decisions)" }}
 {{- end }}
 {{- if and (eq $v.decisionLog.callerHash "keyed") (not (include "agora.secretSet" $v.decisionLog.callerHashKeySecret)) }}
 {{- fail "decisionLog.callerHashKeySecret is required with decisionLog.callerHash keyed (the default): the HMAC key of the callers' hashes in the decision log (or decisionLog.callerHash=unkeyed)" }}
+{{- end }}
+{{- if and $v.decisionLog.ship.enabled (not $v.decisionLog.ship.url) }}
+{{- fail "decisionLog.ship.enabled needs decisionLog.ship.url: where the decision log is sent" }}
 {{- end }}
 {{- $ports := dict }}
 {{- range $name, $port := dict "gateway.port" $v.gateway.port "gateway.adminPort" $v.gateway.adminPort "gateway.bundlePort" $v.gateway.bundlePort "opa.port" $v.opa.port "opa.diagnosticPort" $v.opa.diagnosticPort }}
@@ -164,6 +173,15 @@ configuration by its variable), then gateway.extraEnv. Empty when there is none.
       name: {{ $v.decisionLog.callerHashKeySecret.name }}
       key: {{ $v.decisionLog.callerHashKeySecret.key }}
 {{- end }}
+{{- if $v.decisionLog.ship.enabled }}
+{{- range $i, $h := $v.decisionLog.ship.headerSecrets }}
+- name: {{ include "agora.shipHeaderEnv" $i }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $h.name }}
+      key: {{ $h.key }}
+{{- end }}
+{{- end }}
 {{- if and $v.governance.enabled (include "agora.secretSet" $v.governance.rpcUrlSecret) }}
 # Appended to governance.rpc_urls: a configuration override by index.
 - name: {{ printf "AGORA__GOVERNANCE__RPC_URLS__%d" (len $v.governance.rpcUrls) }}
@@ -180,6 +198,13 @@ configuration by its variable), then gateway.extraEnv. Empty when there is none.
 # Each replica keeps its own log, so its checkpoints name it: <origin>/<pod name>.
 - name: AGORA__TRANSPARENCY__ORIGIN
   value: {{ printf "%s/$(AGORA_POD_NAME)" $v.transparency.origin | quote }}
+{{- end }}
+{{- if $v.transparency.anchor.contract }}
+- name: AGORA_ANCHOR_PRIVATE_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.transparency.anchor.keySecret.name }}
+      key: {{ $v.transparency.anchor.keySecret.key }}
 {{- end }}
 {{- with $v.gateway.extraEnv }}
 {{ toYaml . }}
