@@ -74,7 +74,11 @@ class ResponsePolicy:
             encoding = upstream.headers.get("content-encoding", "identity").strip().lower()
             if encoding == "identity":
                 body_filter = AnswerStream(
-                    stages, judge, self._config.checkpoint_chars, decision_id
+                    stages,
+                    judge,
+                    self._config.checkpoint_chars,
+                    decision_id,
+                    self._config.overlap_chars,
                 )
                 return ProxyResponse(  # type: ignore[return-value]
                     upstream, headers, started_ns, on_complete, total_s, body_filter

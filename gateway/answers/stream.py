@@ -14,7 +14,10 @@ Checkpoints: response policy judges the whole answer so far each time
 
 - holdback on: a chunk bringing text is held until a checkpoint allows it, so
   the caller never receives text that no checkpoint has judged (at most about
-  ``checkpoint_chars`` characters wait);
+  ``checkpoint_chars`` characters wait). A checkpoint before the end also keeps
+  back the chunks holding its last ``overlap_chars`` characters, judged again
+  at the next one: a term of at most that length that straddles a checkpoint
+  (``-----BEGIN PRIV`` | ``ATE KEY-----``) is never partly sent;
 - holdback off: text goes out at once and each checkpoint's judgment runs
   before the next chunk is sent, so its cost falls between tokens, not before
   the first one; a deny then comes after the text it judged, and the log
@@ -67,11 +70,13 @@ class AnswerStream:
         judge: AnswerJudge | None,
         checkpoint_chars: int,
         decision_id: str,
+        overlap_chars: int = 0,
     ):
         self._splitter = SseSplitter()
         self._stages = tuple(stages)
         self._judge = judge
         self._every = checkpoint_chars
+        self._overlap = overlap_chars
         self._decision_id = decision_id
         self._held: list[tuple[bytes, int]] = []
         """Pieces not yet released, with the characters of answer each carries."""
@@ -141,7 +146,7 @@ class AnswerStream:
         self._held.append((piece, chars))
         if ended or self._chars - self._asked_at >= self._every:
             await self._ask(judge, judge.snapshot(final=ended), self._chars)
-            return self._release(judge)
+            return self._release(judge, keep_chars=0 if ended else self._overlap)
         return []
 
     async def _settle(self, judge: AnswerJudge) -> None:
@@ -196,10 +201,17 @@ class AnswerStream:
             "decision_id": self._decision_id,
         }
 
-    def _release(self, judge: AnswerJudge) -> Sequence[bytes]:
-        held, self._held = self._held, []
-        judge.verdict.chars_sent += sum(chars for _, chars in held)
-        return [piece for piece, _ in held]
+    def _release(self, judge: AnswerJudge, keep_chars: int = 0) -> Sequence[bytes]:
+        """The held pieces a checkpoint allowed, but the last ones holding ``keep_chars``
+        characters of text (whole pieces: an upstream chunk is never split)."""
+        held = self._held
+        cut, kept = len(held), 0
+        while cut > 0 and kept < keep_chars:
+            cut -= 1
+            kept += held[cut][1]
+        released, self._held = held[:cut], held[cut:]
+        judge.verdict.chars_sent += sum(chars for _, chars in released)
+        return [piece for piece, _ in released]
 
 
 def _object(data: str) -> dict[str, Any] | None:

@@ -416,6 +416,10 @@ class Response(_Strict):
     holdback: bool = True
     """Hold text no checkpoint has judged yet (at most about ``checkpoint_chars``); false (or 0):
     forward at once and judge after, the log then counts what went out unjudged."""
+    overlap_chars: Annotated[int, Field(ge=0, le=1_000_000)] = 64
+    """Holdback: a checkpoint before the end keeps back its last this many characters, judged
+    again at the next one, so that a term this long straddling a checkpoint is never partly
+    sent."""
     deny_status: Annotated[int, Field(ge=400, le=599)] = 403
     """The status of a whole (non-streamed) answer that policy denies."""
     max_body_bytes: Annotated[int, Field(ge=1)] = 8_388_608

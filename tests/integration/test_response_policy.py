@@ -24,9 +24,12 @@ from tests.support import Signer, free_port
 CHAT = {"model": "demo-small", "messages": [{"role": "user", "content": "Show me the key"}]}
 KEY = "-----BEGIN PRIVATE KEY-----"
 CHECKPOINT = 40
+OVERLAP = 30  # at least len(KEY): a key header straddling a checkpoint is never sent in part
 VIOLATING = [
-    "Here is the key you asked for: ",  # 31 characters: held, under the checkpoint
-    "-----BEGIN PRIV",  # 46: a checkpoint; no whole term yet, so allowed and released
+    "Here is the key ",  # 16 characters: held, under the checkpoint
+    "you asked for: ",  # 31
+    "-----BEGIN PRIV",  # 46: a checkpoint; no whole term yet, so allowed, but only the
+    # first chunk is released: the last 30 characters (these two chunks) are kept back
     "ATE KEY-----",  # the term completes here: held
     "\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC",  # 91: the next checkpoint denies
     *["\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC"] * 20,  # more that must never be sent
@@ -71,7 +74,9 @@ def records(log: Path, decision_id: str, kinds: set[str], timeout_s: float = 10)
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway: StartGateway) -> RunningGateway:
-    return start_gateway(response={"checkpoint_chars": CHECKPOINT, "deny_status": 451})
+    return start_gateway(
+        response={"checkpoint_chars": CHECKPOINT, "overlap_chars": OVERLAP, "deny_status": 451}
+    )
 
 
 def post_stream(gateway: RunningGateway, headers: dict[str, str], path: str, body: Any) -> Any:
@@ -126,7 +131,8 @@ def test_violating_stream_is_cut_at_the_first_checkpoint_after_the_violation(
     response = post_stream(gateway, script(VIOLATING), "/v1/chat/completions", CHAT)
     assert response.status_code == 200
     text = streamed_text(response.content)
-    assert text == VIOLATING[0] + VIOLATING[1]  # released at the allowed checkpoint, no more
+    assert text == VIOLATING[0]  # released at the allowed checkpoint, its overlap kept back
+    assert "-----BEGIN" not in text  # the term straddling that checkpoint: not even in part
     assert KEY not in text and "MIIEvQ" not in text
     last = json.loads(events(response.content)[-1])
     assert last["error"]["type"] == "policy_denied"
@@ -308,8 +314,8 @@ def test_a_bundle_without_the_response_path_judges_no_answer(start_gateway: Star
             "response_path": "agora/no_such_rules",
         }
     )  # fmt: skip
-    response = post_stream(gateway, script(VIOLATING[:4]), "/v1/chat/completions", CHAT)
-    assert streamed_text(response.content) == "".join(VIOLATING[:4])
+    response = post_stream(gateway, script(VIOLATING[:5]), "/v1/chat/completions", CHAT)
+    assert streamed_text(response.content) == "".join(VIOLATING[:5])
     assert response.content.endswith(b"data: [DONE]\n\n")
     decision_id = response.headers["x-agora-decision-id"]
     found = records(gateway.decision_log, decision_id, {"decision", "outcome"})

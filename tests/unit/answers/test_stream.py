@@ -49,12 +49,16 @@ DONE = b"data: [DONE]\n\n"
 
 
 def stream(
-    policy: StandInPolicy, holdback: bool = True, every: int = 10, stages: Any = ()
+    policy: StandInPolicy,
+    holdback: bool = True,
+    every: int = 10,
+    stages: Any = (),
+    overlap: int = 0,
 ) -> tuple[AnswerStream, AnswerJudge]:
     judge = AnswerJudge(
         cast(PolicyEngine, policy), {"api": "chat.completions"}, ChatAnswer(), holdback
     )
-    return AnswerStream(stages, judge, every, "d-1"), judge
+    return AnswerStream(stages, judge, every, "d-1", overlap), judge
 
 
 async def test_a_clean_answer_passes_byte_identical_one_piece_per_upstream_chunk() -> None:
@@ -93,6 +97,27 @@ async def test_a_violation_split_across_chunks_is_cut_before_it_is_sent() -> Non
     assert error["type"] == "policy_denied" and error["reasons"] == ["bad word"]
     assert error["decision_id"] == "d-1" and error["policy_version"] == 2
     assert judge.verdict.chars_sent == 10 and not judge.verdict.allow
+
+
+async def test_a_term_straddling_a_checkpoint_is_not_sent_in_part() -> None:
+    policy = StandInPolicy()
+    answer, judge = stream(policy, overlap=3)
+    # The checkpoint at 10 characters allows "0123456xB" + "A"; with an overlap of 3, the
+    # chunks holding its last 3 characters ("xB", "A") stay held for the next checkpoint.
+    assert await answer.feed(chunk("0123456")) == []
+    assert await answer.feed(chunk("xB")) == []
+    assert await answer.feed(chunk("A")) == [chunk("0123456")]
+    with pytest.raises(StreamCut):
+        await answer.feed(chunk("D and the rest"))
+    assert judge.verdict.chars_sent == 7  # "B" of "BAD" never left
+
+
+async def test_the_end_releases_everything_despite_the_overlap() -> None:
+    policy = StandInPolicy()
+    answer, judge = stream(policy, overlap=100)
+    assert await answer.feed(chunk("0123456789")) == []  # allowed, but within the overlap
+    assert await answer.feed(STOP + DONE) == [chunk("0123456789"), STOP + DONE]
+    assert judge.verdict.final and judge.verdict.chars_sent == 10
 
 
 async def test_the_end_marker_waits_for_the_final_judgment() -> None:
