@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1
 #
 # The Agora gateway image: `agora` (with the chain extra, to read a real chain
-# over JSON-RPC) and the default policy bundle. OPA is not in it: in Kubernetes
-# it runs as a sidecar from the openpolicyagent/opa image (charts/agora-gateway).
+# over JSON-RPC), the default policy bundle, and an `opa` binary for the
+# community page's shadow evaluation and dry-run form (OPA processes the
+# gateway starts for proposals' bundles, never consulted for enforcement).
+# The enforcing OPA runs as a sidecar in Kubernetes (charts/agora-gateway),
+# from the same pinned release.
 #
 #   docker build -t agora-gateway:0.1.0 .
 #   docker run --rm -v "$PWD/agora.yaml:/etc/agora/agora.yaml:ro" -p 8080:8080 agora-gateway:0.1.0
@@ -10,6 +13,10 @@
 # Both stages use the same base, so that the virtualenv built in the first one
 # finds its interpreter at the same path in the second.
 ARG PYTHON_IMAGE=python:3.11-slim
+# The OPA release the project tests with (scripts/install-tools.sh, the chart's sidecar).
+ARG OPA_IMAGE=openpolicyagent/opa:1.22.2-static
+
+FROM ${OPA_IMAGE} AS opa
 
 # --- build: a virtualenv with the package and its dependencies ---------------------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -53,6 +60,8 @@ RUN groupadd --system --gid 10001 agora \
  && chown -R 10001:10001 /var/lib/agora
 
 COPY --from=build /opt/agora/venv /opt/agora/venv
+# A static build: no libc needed. policy.opa_binary names it (`opa` on PATH).
+COPY --from=opa /opa /usr/local/bin/opa
 # The default policy bundle; the chart pins its digest (policy.pinnedDigest).
 COPY policies/ /opt/agora/policies/
 
