@@ -30,9 +30,11 @@ from gateway.exceptions import (
     ObligationRefused,
     Overloaded,
     PolicyUnavailable,
+    RateLimited,
     RequestRefused,
     UnsupportedBody,
     UpstreamError,
+    UsageUnavailable,
 )
 from gateway.policy.input import RequestFacts
 from gateway.policy.obligations import apply_obligations
@@ -43,6 +45,9 @@ from gateway.responses import answer_for, decision_headers, error_for
 from gateway.runtime import Gateway
 from gateway.serving.admission import RETRY_AFTER_S
 from gateway.upstream.pool import Client, ProxyResponse, StreamOutcome
+from gateway.usage.ledger import Charge
+from gateway.usage.meter import UsageMeter
+from gateway.usage.tap import UsageTap
 
 logger = logging.getLogger("agora.gateway")
 
@@ -103,7 +108,12 @@ async def enforce(request: Request) -> Response:
             return error_for(exc, headers)
         auth_done = time.perf_counter_ns()
 
-        # 3. Ask policy.
+        # 3. Count the request in the caller's budgets, and ask policy.
+        charge: Charge | None = None
+        try:
+            charge = await gateway.usage.charge(caller)
+        except UsageUnavailable as exc:
+            unavailable = exc
         facts = RequestFacts(
             api=api,
             model=model,
@@ -117,12 +127,21 @@ async def enforce(request: Request) -> Response:
             },
             upstream=upstream.name,
             texts=parsed.texts if parsed is not None else [],
+            usage=charge.document if charge is not None else None,
         )
         outcome = Outcome(decision_id=decision_id, facts=facts, caller=caller, started_ns=started)
         outcome.auth_ns = auth_done - started
+        if charge is None:
+            logger.warning("failing closed: %s", unavailable)
+            await gateway.recorder.refused(outcome, 503, [str(unavailable)])
+            return error_for(
+                unavailable, headers, f"{unavailable}; the request was not forwarded",
+                decision_id=decision_id,
+            )  # fmt: skip
         try:
             decision, input_document = await gateway.engine.decide(facts, caller, len(raw_body))
         except PolicyUnavailable as exc:
+            gateway.usage.refund(charge)
             logger.warning("failing closed: %s", exc)
             outcome.policy_ns = time.perf_counter_ns() - auth_done
             await gateway.recorder.refused(outcome, 503, [str(exc)])
@@ -140,12 +159,24 @@ async def enforce(request: Request) -> Response:
         # 4. Refuse what policy denies, or allows only under an obligation that cannot be met.
         reasons = decision.reasons
         try:
+            if not decision.allow and decision.retry_after_s is not None:
+                raise RateLimited("; ".join(reasons), decision.retry_after_s)
             if not decision.allow:
                 raise ObligationRefused("; ".join(reasons))
             forwarded = apply_obligations(
-                api, body, raw_body, decision.max_tokens, upstream.chat_cap_field
-            )
+                api, body, raw_body, decision.max_tokens, upstream.chat_cap_field,
+                stream_usage=True,
+            )  # fmt: skip
+        except RateLimited as exc:
+            gateway.usage.refund(charge)
+            await gateway.recorder.refused(outcome, 429, reasons)
+            headers["Retry-After"] = str(exc.retry_after_s)
+            return error_for(
+                exc, headers, "Rate limit exceeded: " + "; ".join(reasons),
+                decision_id=decision_id, policy_version=decision.version.version, reasons=reasons,
+            )  # fmt: skip
         except ObligationRefused as exc:
+            gateway.usage.refund(charge)
             reasons = reasons if not decision.allow else [str(exc)]
             await gateway.recorder.refused(outcome, 403, reasons)
             return error_for(
@@ -157,6 +188,7 @@ async def enforce(request: Request) -> Response:
         try:
             await gateway.recorder.admit(outcome, forwarded.applied)
         except DecisionLogError as exc:
+            gateway.usage.refund(charge)
             await gateway.recorder.refused(outcome, 503, [str(exc)])
             return error_for(
                 exc, headers,
@@ -181,11 +213,21 @@ async def enforce(request: Request) -> Response:
                 client=_client(request),
             )
         except UpstreamError as exc:
+            gateway.usage.refund(charge)
             outcome.upstream_ns = time.perf_counter_ns() - forward_started
             await gateway.recorder.finished(outcome, answer_for(exc).status, [f"upstream: {exc}"])
             return error_for(exc, headers)
 
+        # The answer's tokens are read as it passes, and counted once it is over.
+        cut_usage = forwarded.usage_requested and "content-length" not in upstream_response.headers
+        tap = UsageTap(
+            UsageMeter(len(raw_body), cut_usage),
+            upstream_response.headers.get("content-type"),
+            cut_usage,
+        )
+
         async def finished(stream: StreamOutcome) -> None:
+            gateway.usage.add_tokens(charge, tap.result())
             outcome.upstream_ns = stream.upstream_us * 1000
             status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
             await gateway.recorder.finished(
@@ -193,7 +235,7 @@ async def enforce(request: Request) -> Response:
             )
 
         return ProxyResponse(  # type: ignore[return-value]
-            upstream_response, headers, forward_started, finished, upstream.timeout.total
+            upstream_response, headers, forward_started, finished, upstream.timeout.total, tap
         )
 
 

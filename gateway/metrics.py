@@ -42,6 +42,8 @@ LOG_RECORDS = "agora_decision_log_records"
 LOG_WRITE_ERRORS = "agora_decision_log_write_errors"
 LOG_ADMISSION_FAILURES = "agora_decision_log_admission_failures"
 LOG_SYNCS = "agora_decision_log_fsyncs"
+USAGE_TOKENS = "agora_usage_tokens"
+USAGE_UNAVAILABLE = "agora_usage_unavailable"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -130,6 +132,21 @@ class GatewayMetrics:
             BUNDLE_VERIFICATIONS,
             "Ratified bundles checked, by result (ok, mismatch, unavailable, invalid, error).",
             ["result"],
+            registry=self.registry,
+        )
+
+        self.usage_tokens = Counter(
+            USAGE_TOKENS,
+            "Tokens counted against callers' budgets, by kind (prompt, completion) and source "
+            "(reported by the upstream, or estimated when it reported none).",
+            ["kind", "source"],
+            registry=self.registry,
+        )
+        self.usage_unavailable = Counter(
+            USAGE_UNAVAILABLE,
+            "Operations on the shared usage counters (Redis) that failed, by operation "
+            "(charge, refund, tokens, ping) and what was done (refused, local, lost).",
+            ["operation", "action"],
             registry=self.registry,
         )
 

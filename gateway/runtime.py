@@ -32,6 +32,7 @@ from gateway.policy.opa import ManagedOpa
 from gateway.serving.admission import LargeBodyGate
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.routing import RouteTable
+from gateway.usage.ledger import UsageLedger
 
 if TYPE_CHECKING:
     from gateway.pinning.watcher import RatificationWatcher
@@ -53,6 +54,7 @@ class Gateway:
     recorder: DecisionRecorder
     http: aiohttp.ClientSession
     large_bodies: LargeBodyGate
+    usage: UsageLedger
     watcher: RatificationWatcher | None = None
     workers: tuple[Worker, ...] = ()
     """The background workers, in start order (their states make /readyz)."""
@@ -99,6 +101,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
                 settings.limits.large_body_bytes,
                 settings.limits.queue_timeout_ms / 1000,
             ),
+            usage=UsageLedger(settings.usage, metrics),
         )
         await gateway.pool.start()
         stack.push_async_callback(gateway.pool.stop)
@@ -106,6 +109,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
         stack.push_async_callback(gateway.engine.stop)
         workers: list[Worker] = []
         await _start_worker(stack, workers, gateway.recorder)
+        await _start_worker(stack, workers, gateway.usage)
         if settings.governance is None:
             await _activate_local_bundle(gateway)
         else:

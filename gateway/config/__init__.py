@@ -19,6 +19,7 @@ from gateway.config.sections import (
     Policy,
     Upstream,
     UpstreamTimeouts,
+    Usage,
 )
 from gateway.config.settings import (
     ENV_PREFIX,
@@ -46,6 +47,7 @@ __all__ = [
     "Settings",
     "Upstream",
     "UpstreamTimeouts",
+    "Usage",
     "apply_env_overrides",
     "load_settings",
 ]

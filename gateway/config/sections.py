@@ -332,3 +332,33 @@ class Limits(_Strict):
     """Bodies larger than this take turns to be parsed, judged and logged."""
     max_concurrent_large: Annotated[int, Field(ge=1)] = 1
     """Requests with large bodies judged at once; the others wait up to ``queue_timeout_ms``."""
+
+
+class Usage(_Strict):
+    """Counting what callers use, for policy's budgets (``input.usage``, docs/policy.md)."""
+
+    redis_url: Annotated[str | None, Field(pattern=r"^(redis|rediss|unix)://")] = None
+    """Redis (or Valkey) shared by every replica; null: counters in this process only."""
+    on_unavailable: Literal["fail_closed", "local"] = "fail_closed"
+    """Redis unreachable: refuse with 503 (``fail_closed``) or count in this process (``local``)."""
+    timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Longest wait for Redis on a request; then it counts as unavailable."""
+    windows: Annotated[dict[str, Annotated[int, Field(ge=1)]], Field(min_length=1)] = {
+        "minute": 60,
+        "day": 86_400,
+    }
+    """Window names (as policy reads them) and their lengths in seconds, aligned on the epoch."""
+    groups_claim: Annotated[str, Field(min_length=1)] = "groups"
+    """The token claim whose groups are counted (the policy's ``groups_claim``)."""
+    max_groups: Annotated[int, Field(ge=0, le=256)] = 16
+    """Groups of one caller counted at most (the first ones of the claim)."""
+    key_prefix: Annotated[str, Field(min_length=1)] = "agora:usage:"
+    """Prefix of the gateway's keys in Redis."""
+
+    @field_validator("windows")
+    @classmethod
+    def _window_names(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [name for name in value if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"window names must be identifiers (letters, digits, _): {bad}")
+        return value

@@ -32,6 +32,7 @@ from gateway.config.sections import (
     Listen,
     Policy,
     Upstream,
+    Usage,
     _Strict,
 )
 from gateway.exceptions import ConfigError
@@ -59,6 +60,7 @@ class Settings(_Strict):
     limits: Limits = Limits()
     admin: Admin = Admin()
     bundle_service: BundleService = BundleService()
+    usage: Usage = Usage()
     header_allowlist: Annotated[
         list[str],
         Field(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import anyio
@@ -84,6 +84,18 @@ class StreamOutcome:
 
 
 OnComplete = Callable[[StreamOutcome], Awaitable[None]]
+
+
+class ChunkTap(Protocol):
+    """Sees each chunk of the answer on its way to the caller (gateway.usage.tap)."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of ``chunk`` the caller receives now."""
+        ...
+
+    def flush(self) -> bytes:
+        """What was held back, once the answer is complete."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -207,8 +219,10 @@ class ProxyResponse:
         started_ns: int,
         on_complete: OnComplete,
         total_s: float,
+        tap: ChunkTap | None = None,
     ):
         self._upstream = upstream
+        self._tap = tap
         self._started_ns = started_ns
         self._on_complete = on_complete
         self._deadline_s = started_ns / 1e9 + total_s
@@ -262,10 +276,14 @@ class ProxyResponse:
         try:
             with anyio.fail_after(max(remaining_s, 0)):
                 async for chunk in self._upstream.content.iter_any():
+                    if self._tap is not None and not (chunk := self._tap.feed(chunk)):
+                        continue
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except aiohttp.ClientError:  # a break, or no chunk within the idle timeout (read)
             return "upstream_cut"
         except TimeoutError:  # the whole response outlasted timeout.total
             return "deadline"
+        if self._tap is not None and (tail := self._tap.flush()):
+            await send({"type": "http.response.body", "body": tail, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "complete"
