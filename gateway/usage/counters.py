@@ -152,9 +152,10 @@ class LocalCounters:
 class RedisCounters:
     """Counters in Redis (or Valkey), shared by every replica that names the same URL.
 
-    No retries inside the client: a Redis that does not answer within
-    ``timeout_s`` is unavailable for this request, and the ledger decides what
-    that means (``usage.on_unavailable``).
+    One immediate retry on a fresh connection (a restarted Redis leaves the
+    pooled ones broken), all within ``timeout_s``: a Redis that does not answer
+    by then is unavailable for this request, and the ledger decides what that
+    means (``usage.on_unavailable``).
     """
 
     def __init__(self, url: str, timeout_s: float, prefix: str):
@@ -165,7 +166,7 @@ class RedisCounters:
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1),
         )
 
     @property
