@@ -165,7 +165,7 @@ async def enforce(request: Request) -> Response:
                 raise ObligationRefused("; ".join(reasons))
             forwarded = apply_obligations(
                 api, body, raw_body, decision.max_tokens, upstream.chat_cap_field,
-                stream_usage=True,
+                stream_usage=charge.document is not None,
             )  # fmt: skip
         except RateLimited as exc:
             gateway.usage.refund(charge)
@@ -219,15 +219,20 @@ async def enforce(request: Request) -> Response:
             return error_for(exc, headers)
 
         # The answer's tokens are read as it passes, and counted once it is over.
-        cut_usage = forwarded.usage_requested and "content-length" not in upstream_response.headers
-        tap = UsageTap(
-            UsageMeter(len(raw_body), cut_usage),
-            upstream_response.headers.get("content-type"),
-            cut_usage,
-        )
+        tap: UsageTap | None = None
+        if charge.cells:
+            cut_usage = (
+                forwarded.usage_requested and "content-length" not in upstream_response.headers
+            )
+            tap = UsageTap(
+                UsageMeter(len(raw_body), cut_usage),
+                upstream_response.headers.get("content-type"),
+                cut_usage,
+            )
 
         async def finished(stream: StreamOutcome) -> None:
-            gateway.usage.add_tokens(charge, tap.result())
+            if tap is not None:
+                gateway.usage.add_tokens(charge, tap.result())
             outcome.upstream_ns = stream.upstream_us * 1000
             status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
             await gateway.recorder.finished(

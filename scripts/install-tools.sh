@@ -7,8 +7,11 @@
 #   solc            the Solidity compiler and @openzeppelin/contracts, pinned by
 #                   contracts/package-lock.json (for scripts/compile-contracts.sh)
 #   opa geth helm promtool   Go programs, built with `go install` only when missing
+#   redis           redis-server, the Debian package, for the usage tests (counters shared by
+#                   replicas); installed with apt-get only when missing (needs root, as in CI)
 # `make run` installs uv, opa and anvil; `make test` installs them all.
-# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc]   (default: all)
+# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc] [redis]
+#        (default: all)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,8 +83,19 @@ install_uv() {
     echo "installed $("$BIN/uv" --version) into $BIN" >&2
 }
 
+install_redis() {
+    if command -v redis-server >/dev/null; then return; fi
+    echo "installing redis-server (apt-get install redis-server)" >&2
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: redis-server is missing; install the redis-server package (as root)" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }
+}
+
 tools=("$@")
-if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc); fi
+if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc redis); fi
 for tool in "${tools[@]}"; do
     "install_$tool"
 done

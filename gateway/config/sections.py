@@ -337,12 +337,15 @@ class Limits(_Strict):
 class Usage(_Strict):
     """Counting what callers use, for policy's budgets (``input.usage``, docs/policy.md)."""
 
+    enabled: bool = True
+    """false: nothing is counted and ``input.usage`` is absent, so no budget is ever spent."""
     redis_url: Annotated[str | None, Field(pattern=r"^(redis|rediss|unix)://")] = None
     """Redis (or Valkey) shared by every replica; null: counters in this process only."""
     on_unavailable: Literal["fail_closed", "local"] = "fail_closed"
     """Redis unreachable: refuse with 503 (``fail_closed``) or count in this process (``local``)."""
-    timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 100
-    """Longest wait for Redis on a request; then it counts as unavailable."""
+    timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Longest wait for Redis on a request (a busy event loop's delay included); then it
+    counts as unavailable."""
     windows: Annotated[dict[str, Annotated[int, Field(ge=1)]], Field(min_length=1)] = {
         "minute": 60,
         "day": 86_400,

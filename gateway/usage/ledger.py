@@ -42,11 +42,14 @@ STOP_WAIT_S = 5.0
 
 @dataclass(frozen=True)
 class Charge:
-    """One request counted: where, in which cells, and the usage policy sees."""
+    """One request counted: where, in which cells, and the usage policy sees.
+
+    With ``usage.enabled: false`` nothing is counted: no cells, no document.
+    """
 
     counters: Counters
     cells: tuple[Cell, ...]
-    document: dict[str, Any]
+    document: dict[str, Any] | None
 
 
 class UsageLedger:
@@ -61,7 +64,7 @@ class UsageLedger:
         self._local = LocalCounters(clock)
         self._shared = (
             RedisCounters(config.redis_url, config.timeout_ms / 1000, config.key_prefix)
-            if config.redis_url
+            if config.redis_url and config.enabled
             else None
         )
         self._fallback = config.on_unavailable == "local"
@@ -83,6 +86,8 @@ class UsageLedger:
     @property
     def detail(self) -> str:
         counters = self._shared or self._local
+        if not self._config.enabled:
+            return "not counting (usage.enabled: false): no budget applies"
         if self._failure is None:
             return f"counting in {counters.where}"
         then = "counting in this process meanwhile" if self._fallback else "refusing requests"
@@ -107,6 +112,8 @@ class UsageLedger:
 
     async def charge(self, caller: Caller) -> Charge:
         """Count one more request for the caller; raise UsageUnavailable to refuse it."""
+        if not self._config.enabled:
+            return Charge(self._local, (), None)
         now = self._windows.now()
         spans = self._windows.current(now)
         subjects = self._subjects(caller)
@@ -126,10 +133,13 @@ class UsageLedger:
 
     def refund(self, charge: Charge) -> None:
         """Take back the request of ``charge``: it was not forwarded."""
-        self._in_background("refund", charge.counters.refund(charge.cells))
+        if charge.cells:
+            self._in_background("refund", charge.counters.refund(charge.cells))
 
     def add_tokens(self, charge: Charge, tokens: Tokens) -> None:
         """Add what the request of ``charge`` used."""
+        if not charge.cells:
+            return
         source = "estimated" if tokens.estimated else "reported"
         self._metrics.usage_tokens.labels("prompt", source).inc(tokens.prompt)
         self._metrics.usage_tokens.labels("completion", source).inc(tokens.completion)

@@ -168,6 +168,13 @@ configuration by its variable), then gateway.extraEnv. Empty when there is none.
       name: {{ $v.governance.rpcUrlSecret.name }}
       key: {{ $v.governance.rpcUrlSecret.key }}
 {{- end }}
+{{- if include "agora.secretSet" $v.usage.redisUrl }}
+- name: AGORA__USAGE__REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.usage.redisUrl.name }}
+      key: {{ $v.usage.redisUrl.key }}
+{{- end }}
 {{- with $v.gateway.extraEnv }}
 {{ toYaml . }}
 {{- end }}
