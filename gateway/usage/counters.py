@@ -9,7 +9,8 @@ Charging a request is the hot path: one call increments the request count of
 every cell and reads them all, atomically. In Redis that is one round trip: a
 server-side script (EVALSHA) that runs HINCRBY, EXPIREAT and HMGET for each
 cell, one command for the client to send and one reply to read, where a
-pipeline of those commands cost the gateway about twice the CPU. Several
+pipeline of those commands cost the gateway's process about 40% more CPU
+(bench/usage_bench.py). Several
 gateways then share one count, and no two concurrent requests read the same
 value. The keys of one request may sit on different hash slots: a standalone
 Redis or Valkey (or a proxy in front of a cluster), not Redis Cluster itself.

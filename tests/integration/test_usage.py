@@ -35,11 +35,11 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def replicas(
-    start_gateway: StartGateway, server: RedisServer, **usage: Any
+    start_gateway: StartGateway, server: RedisServer, count: int = 2
 ) -> list[RunningGateway]:
-    prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    config = {"redis_url": server.url, "key_prefix": prefix, **usage}
-    return [start_gateway(usage=config) for _ in range(2)]
+    """Gateways counting in one Redis, under a key prefix of their own."""
+    config = {"redis_url": server.url, "key_prefix": f"test:{uuid.uuid4().hex[:8]}:"}
+    return [start_gateway(usage=config) for _ in range(count)]
 
 
 def fresh_minute(needed_s: float = 20) -> None:
@@ -141,6 +141,34 @@ def test_tokens_of_whole_and_streamed_answers_are_the_models_usage(
     (group_key,) = store.keys(f"{prefix}minute:*:group:members")
     assert store.hget(group_key, "total") == expected["total"]
     assert 0 < store.ttl(key) <= 86_400 + 300
+
+
+def test_an_answer_without_usage_counts_an_estimate_and_says_so(
+    start_gateway: StartGateway, redis_server: RedisServer, signer: Signer
+) -> None:
+    (gateway,) = replicas(start_gateway, redis_server, count=1)
+    sub = f"cut-{uuid.uuid4().hex[:8]}"
+    with (
+        gateway.client(signer.token(sub=sub)) as client,
+        client.stream(
+            "POST", "/v1/chat/completions", json={**CHAT, "stream": True},
+            headers={"X-Demo-Fault": "cut"},
+        ) as response,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):  # fmt: skip
+        for _ in response.iter_bytes():
+            pass
+    store = redis_server.client()
+    (key,) = store.keys(f"{gateway.config['usage']['key_prefix']}day:*:sub:{sub}")
+    deadline = time.monotonic() + 10
+    while store.hget(key, "estimated") != "1" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    counts = store.hgetall(key)
+    assert counts["estimated"] == "1"
+    assert int(counts["prompt"]) > 0 and int(counts["completion"]) > 0  # body and streamed text
+    with gateway.admin() as admin:
+        metrics = admin.get("/metrics").text
+    assert 'agora_usage_tokens_total{kind="prompt",source="estimated"}' in metrics
 
 
 def test_redis_stopped_mid_run_fails_closed_or_counts_locally_as_configured(

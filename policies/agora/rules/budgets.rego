@@ -16,78 +16,83 @@ package agora.rules
 # 429 with Retry-After) when it is the only reason to deny. Without
 # input.usage (a policy evaluated by hand, say), no budget is ever spent.
 
-budget_kinds := ["requests", "tokens"]
-
-# How much of `kind` a window's usage shows (0 when it shows none).
-used(use, "requests") := n if {
-	n := use.requests
-	is_number(n)
-} else := 0
-
-used(use, "tokens") := n if {
-	n := use.tokens.total
-	is_number(n)
-} else := 0
+# Each rule or function evaluated costs far more than an expression, so the
+# caller's budget is one object, built once and only when usage was counted,
+# and the counts are read in place.
 
 # The budgeted groups the caller is in (only authenticated callers have groups).
 budget_groups := {g |
-	budgets := data.agora.config.budgets.groups
-	is_object(budgets)
 	some g in groups
-	g in object.keys(budgets)
+	_ = data.agora.config.budgets.groups[g]
 }
 
-# A limit: a number, zero or more.
-valid_limit(l) if {
-	is_number(l)
-	l >= 0
-}
-
-# A budgeted group's limit of `kind` in `window`; null: none.
-group_limit(g, kind, window) := l if {
-	l := data.agora.config.budgets.groups[g][kind][window]
-	valid_limit(l)
-} else := null
-
-# The caller's limit of `kind` in `window`; null: none.
-budget_limit(kind, window) := null if {
+# The caller's budget, {kind: {window: limit}}: its budgeted group's, or with
+# several, per limit the highest (and no limit where any of them sets none),
+# else the authenticated or the anonymous budget.
+caller_budget := data.agora.config.budgets.groups[g] if {
+	count(budget_groups) == 1
 	some g in budget_groups
-	group_limit(g, kind, window) == null
-} else := max(limits) if {
-	limits := [group_limit(g, kind, window) | some g in budget_groups]
-	count(limits) > 0
-} else := l if {
+} else := {kind: limits |
+	some kind in ["requests", "tokens"]
+	limits := {window: max(ls) |
+		some first in budget_groups
+		some window, _ in data.agora.config.budgets.groups[first][kind]
+		ls := [l |
+			some g in budget_groups
+			l := data.agora.config.budgets.groups[g][kind][window]
+			is_number(l)
+		]
+		count(ls) == count(budget_groups)
+	}
+} if {
+	count(budget_groups) > 1
+} else := data.agora.config.budgets.authenticated if {
 	authenticated
-	l := data.agora.config.budgets.authenticated[kind][window]
-	valid_limit(l)
-} else := null if {
-	authenticated
-} else := l if {
-	l := data.agora.config.budgets.anonymous[kind][window]
-	valid_limit(l)
-} else := null
+} else := data.agora.config.budgets.anonymous
 
-# The windows whose budget is spent, each with its reason: the caller's own
-# budget, then its groups' totals.
+# The windows whose budget is spent, each with its reasons: the caller's own
+# budget, then its groups' totals. A count at or over its limit spends it.
 spent[window] contains msg if {
 	some window, use in input.usage.caller
-	some kind in budget_kinds
-	limit := budget_limit(kind, window)
+	limit := caller_budget.requests[window]
 	is_number(limit)
-	used(use, kind) >= limit
-	msg := sprintf("the budget of %v %s per %s is spent for this caller", [limit, kind, window])
+	n := use.requests
+	is_number(n)
+	n >= limit
+	msg := sprintf("the budget of %v requests per %s is spent for this caller", [limit, window])
 }
 
 spent[window] contains msg if {
-	totals := data.agora.config.budgets.group_totals
-	is_object(totals)
+	some window, use in input.usage.caller
+	limit := caller_budget.tokens[window]
+	is_number(limit)
+	n := use.tokens.total
+	is_number(n)
+	n >= limit
+	msg := sprintf("the budget of %v tokens per %s is spent for this caller", [limit, window])
+}
+
+spent[window] contains msg if {
 	some g in groups
+	budget := data.agora.config.budgets.group_totals[g]
 	some window, use in input.usage.groups[g]
-	some kind in budget_kinds
-	limit := totals[g][kind][window]
-	valid_limit(limit)
-	used(use, kind) >= limit
+	some kind, field in {"requests": ["requests"], "tokens": ["tokens", "total"]}
+	limit := budget[kind][window]
+	is_number(limit)
+	n := object.get(use, field, null)
+	is_number(n)
+	n >= limit
 	msg := sprintf("the budget of %v %s per %s is spent for the group %s", [limit, kind, window, shown(g)])
+}
+
+# A limit of the caller's budget that is neither a number nor null fails
+# closed: the caller's requests are refused until it is fixed.
+violation contains "budgets hold a limit that is not a number or null; the policy refuses requests until it is fixed" if {
+	_ = input.usage.caller
+	some limits in caller_budget
+	some limit in limits
+	limit != null
+	not is_number(limit)
 }
 
 budget_violation contains msg if {

@@ -103,3 +103,13 @@ test_budgets_without_limits_limit_nothing if {
 	])
 	main.allow with input as inp with data.agora.config as no_limits
 }
+
+test_a_malformed_limit_fails_closed if {
+	inp := f.with_usage(f.chat(f.anonymous, "demo-small", "hi"), fresh, {})
+	c := f.config_set("/budgets/anonymous/requests/minute", "20")
+	d := main with input as inp with data.agora.config as c
+	d.reasons == ["budgets hold a limit that is not a number or null; the policy refuses requests until it is fixed"]
+	object.keys(d) == {"allow", "reasons", "max_tokens"}
+	main.allow with input as f.chat(f.anonymous, "demo-small", "hi") with data.agora.config as c
+	main.allow with input as f.with_usage(f.chat(f.user(["admins"]), "demo-small", "hi"), fresh, {})
+}
