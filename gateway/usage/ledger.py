@@ -34,6 +34,8 @@ logger = logging.getLogger("agora.usage")
 
 ANONYMOUS_SUBJECT = "anonymous"
 """Anonymous callers are counted together, as one subject."""
+NO_SUB_SUBJECT = "no-sub"
+"""Authenticated callers whose token names no ``sub``, counted together too."""
 PING_INTERVAL_S = 5.0
 """How often a shared store's reachability is checked, for /readyz and the metric."""
 STOP_WAIT_S = 5.0
@@ -147,9 +149,9 @@ class UsageLedger:
 
     def _subjects(self, caller: Caller) -> list[str]:
         """The caller's own subject, then its groups (authenticated callers only)."""
-        if not caller.authenticated or caller.sub is None:
+        if not caller.authenticated:
             return [ANONYMOUS_SUBJECT]
-        subjects = [f"sub:{caller.sub}"]
+        subjects = [f"sub:{caller.sub}" if caller.sub is not None else NO_SUB_SUBJECT]
         claim = caller.claims.get(self._config.groups_claim)
         groups = [claim] if isinstance(claim, str) else claim if isinstance(claim, list) else []
         seen: set[str] = set()

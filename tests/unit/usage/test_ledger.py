@@ -111,6 +111,16 @@ async def test_windows_roll_over() -> None:
     assert (await usage.charge(ANONYMOUS)).document["caller"]["day"]["requests"] == 0
 
 
+async def test_tokens_without_sub_are_counted_together_apart_from_anonymous() -> None:
+    usage = ledger(Clock(0.0))
+    nameless = Caller(True, None, None, {"groups": ["ops"]})
+    await usage.charge(nameless)
+    again = await usage.charge(nameless)
+    assert again.document["caller"]["minute"]["requests"] == 1
+    assert again.document["groups"]["ops"]["minute"]["requests"] == 1
+    assert (await usage.charge(ANONYMOUS)).document["caller"]["minute"]["requests"] == 0
+
+
 async def test_groups_counted_are_bounded_and_the_claim_is_configurable() -> None:
     caller = Caller(True, "bob", None, {"roles": [f"g{i}" for i in range(10)], "groups": ["x"]})
     charge = await ledger(Clock(0.0), groups_claim="roles", max_groups=3).charge(caller)
