@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -45,7 +46,6 @@ from gateway.responses import answer_for, decision_headers, error_for
 from gateway.runtime import Gateway
 from gateway.serving.admission import RETRY_AFTER_S
 from gateway.upstream.pool import Client, ProxyResponse, StreamOutcome
-from gateway.usage.ledger import Charge
 from gateway.usage.meter import UsageMeter
 from gateway.usage.tap import UsageTap
 
@@ -109,11 +109,6 @@ async def enforce(request: Request) -> Response:
         auth_done = time.perf_counter_ns()
 
         # 3. Count the request in the caller's budgets, and ask policy.
-        charge: Charge | None = None
-        try:
-            charge = await gateway.usage.charge(caller)
-        except UsageUnavailable as exc:
-            unavailable = exc
         facts = RequestFacts(
             api=api,
             model=model,
@@ -127,17 +122,19 @@ async def enforce(request: Request) -> Response:
             },
             upstream=upstream.name,
             texts=parsed.texts if parsed is not None else [],
-            usage=charge.document if charge is not None else None,
         )
         outcome = Outcome(decision_id=decision_id, facts=facts, caller=caller, started_ns=started)
         outcome.auth_ns = auth_done - started
-        if charge is None:
-            logger.warning("failing closed: %s", unavailable)
-            await gateway.recorder.refused(outcome, 503, [str(unavailable)])
+        try:
+            charge = await gateway.usage.charge(caller)
+        except UsageUnavailable as exc:
+            logger.warning("failing closed: %s", exc)
+            await gateway.recorder.refused(outcome, 503, [str(exc)])
             return error_for(
-                unavailable, headers, f"{unavailable}; the request was not forwarded",
-                decision_id=decision_id,
-            )  # fmt: skip
+                exc, headers, f"{exc}; the request was not forwarded", decision_id=decision_id
+            )
+        if charge.document is not None:
+            facts = outcome.facts = dataclasses.replace(facts, usage=charge.document)
         try:
             decision, input_document = await gateway.engine.decide(facts, caller, len(raw_body))
         except PolicyUnavailable as exc:
