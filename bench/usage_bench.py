@@ -1,6 +1,7 @@
 """What counting usage costs on the request path, in the process and in Redis.
 
     .venv/bin/python bench/usage_bench.py [--charges 5000] [--concurrency 32]
+    .venv/bin/python bench/usage_bench.py --end-to-end [--duration 4]
 
 Measures ``UsageLedger.charge`` (what each request awaits before policy is
 asked: count it, read what was used) for an anonymous caller (1 subject x 2
@@ -12,6 +13,13 @@ the CPU the gateway's process spends per charge, in Python (user) and in the
 kernel (system: the loopback socket's work is charged to the sender). The
 tokens added after each answer are written in the background and counted in
 the CPU figures too.
+
+``--end-to-end`` measures the whole gateway instead (bench/proxy_overhead.py's
+gateway, model and load client; a member's token): without counting
+(``usage.enabled: false``), counting in the process, and counting in Redis,
+each at 1 connection (latency) and 32 (throughput, the gateway's CPU per
+request).
+
 Nothing here asserts a timing.
 """
 
@@ -29,6 +37,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import proxy_overhead as po
 
 from gateway.auth import ANONYMOUS, Caller
 from gateway.config import Usage
@@ -131,11 +142,53 @@ async def run(args: argparse.Namespace) -> None:
         )
 
 
+def end_to_end(args: argparse.Namespace) -> None:
+    """The gateway without counting, counting locally, counting in Redis."""
+    workdir = Path(tempfile.mkdtemp(prefix="agora-usage-e2e-"))
+    model = po.start_model(workdir)
+    rows = []
+    try:
+        with redis_server() as url:
+            for label, usage in (
+                ("not counted", {"enabled": False}),
+                ("local", {}),
+                ("redis", {"redis_url": url}),
+            ):
+                gwdir = workdir / label.replace(" ", "-")
+                gwdir.mkdir()
+                group = po.start_gateway(gwdir, model, "gateway", ["gateway-jwt"], usage)
+                try:
+                    (target,) = group.targets
+                    one = po.measure(target, 1, 1.0, args.duration, model.pid)
+                    many = po.measure(target, args.concurrency, 1.0, args.duration, model.pid)
+                finally:
+                    for server in group.servers:
+                        server.stop()
+                rows.append((label, one, many))
+    finally:
+        model.stop()
+    print(f"end to end: {args.duration:g} s per cell after 1 s of warm-up; {po.machine_line()}\n")
+    print(f"| usage | p50 at 1 | p99 at 1 | req/s at {args.concurrency} "
+          f"| gateway CPU per request | non-200 |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, one, many in rows:
+        print(
+            f"| {label} | {one.p('p50'):.2f} ms | {one.p('p99'):.2f} ms | {many.rps:,.0f} "
+            f"| {many.cpu_us.get('proxy', 0):.0f} µs | {one.non_200 + many.non_200} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--charges", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--end-to-end", action="store_true")
+    parser.add_argument("--duration", type=float, default=4.0)
+    args = parser.parse_args()
+    if args.end_to_end:
+        end_to_end(args)
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":
