@@ -10,10 +10,12 @@ every cell and reads them all, atomically. In Redis that is one round trip: a
 server-side script (EVALSHA) that runs HINCRBY, EXPIREAT and HMGET for each
 cell, one command for the client to send and one reply to read, where a
 pipeline of those commands cost the gateway's process about 40% more CPU
-(bench/usage_bench.py). Several
-gateways then share one count, and no two concurrent requests read the same
-value. The keys of one request may sit on different hash slots: a standalone
-Redis or Valkey (or a proxy in front of a cluster), not Redis Cluster itself.
+(bench/usage_bench.py). Several gateways then share one count, and no two
+concurrent requests read the same value. Under load, the charges that arrive
+while one script is in flight go together in the next (a group commit,
+batching.py), and so do refunds and tokens: one command for many requests.
+The keys of one request may sit on different hash slots: a standalone Redis or
+Valkey (or a proxy in front of a cluster), not Redis Cluster itself.
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 
 from gateway.exceptions import UsageUnavailable
 from gateway.redaction import redact_url
+from gateway.usage.batching import GroupCommit
 from gateway.usage.windows import Clock, Span
 
 TOKEN_FIELDS = ("prompt", "completion", "total", "estimated")
@@ -37,6 +39,10 @@ TOKEN_FIELDS = ("prompt", "completion", "total", "estimated")
 MAX_CONNECTIONS = 64
 """Connections to Redis per gateway process; one is held for one round trip only."""
 EXPIRY_GRACE_S = 300
+Result = TypeVar("Result")
+Change = tuple[int, int, int, int, int]
+"""A change of a cell's requests, prompt, completion, total and estimated counts."""
+_REFUND: Change = (-1, 0, 0, 0, 0)
 """How long a cell outlives its window: tokens of a long answer still land in it."""
 
 
@@ -50,21 +56,24 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-"""KEYS: the cells; ARGV: each cell's expiry. For each cell: its requests (this one
-included), then its prompt, completion, total and estimated counts (nil: none yet)."""
+"""KEYS: the cells (a key may come twice: two requests of one caller); ARGV: each
+cell's expiry. For each cell: its requests (this one included), then its prompt,
+completion, total and estimated counts (nil: none yet)."""
 
-_ADD_TOKENS = """
-local fields = {'prompt', 'completion', 'total', 'estimated'}
+_ADJUST = """
+local fields = {'requests', 'prompt', 'completion', 'total', 'estimated'}
 for i, key in ipairs(KEYS) do
-  for j = 1, 4 do
-    local n = tonumber(ARGV[j])
+  local base = (i - 1) * 6
+  for j = 1, 5 do
+    local n = tonumber(ARGV[base + j])
     if n ~= 0 then redis.call('HINCRBY', key, fields[j], n) end
   end
-  redis.call('EXPIREAT', key, ARGV[4 + i])
+  redis.call('EXPIREAT', key, ARGV[base + 6])
 end
 return 1
 """
-"""KEYS: the cells; ARGV: prompt, completion, total, estimated, then each cell's expiry."""
+"""KEYS: the cells; ARGV, six per cell: the change of its requests, prompt,
+completion, total and estimated counts, then its expiry."""
 
 
 @dataclass(frozen=True)
@@ -209,30 +218,24 @@ class RedisCounters:
         )
         self._redis = redis.Redis.from_pool(pool)
         self._charge = self._redis.register_script(_CHARGE)
-        self._add = self._redis.register_script(_ADD_TOKENS)
+        self._adjust = self._redis.register_script(_ADJUST)
+        self._charges = GroupCommit(self._charge_batch, self._abandoned_charge)
+        self._adjustments = GroupCommit(self._adjust_batch)
+        self._chores: set[asyncio.Task[None]] = set()
 
     @property
     def where(self) -> str:
         return f"redis {self._shown}"
 
     async def charge(self, cells: Sequence[Cell]) -> list[Tally]:
-        keys = [cell.key(self._prefix) for cell in cells]
-        expiries = [cell.expires_at for cell in cells]
-        flat = await self._run(self._charge, keys, expiries)
-        return [
-            Tally(int(flat[i]) - 1, *(int(v or 0) for v in flat[i + 1 : i + 5]))
-            for i in range(0, len(flat), 5)
-        ]
+        return await self._within_timeout(self._charges.submit(tuple(cells)))
 
     async def refund(self, cells: Sequence[Cell]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for cell in cells:
-            pipe.hincrby(cell.key(self._prefix), "requests", -1)
-        await self._execute(pipe.execute())
+        await self._within_timeout(self._adjustments.submit((tuple(cells), _REFUND)))
 
     async def add_tokens(self, cells: Sequence[Cell], tokens: Tokens) -> None:
-        keys = [cell.key(self._prefix) for cell in cells]
-        await self._run(self._add, keys, [*tokens.fields(), *(c.expires_at for c in cells)])
+        change = (0, *tokens.fields())
+        await self._within_timeout(self._adjustments.submit((tuple(cells), change)))
 
     async def ping(self) -> None:
         try:
@@ -242,10 +245,52 @@ class RedisCounters:
             raise UsageUnavailable(self._failure(exc)) from exc
 
     async def close(self) -> None:
+        if self._chores:
+            await asyncio.wait(self._chores, timeout=self._timeout_s)
         await self._redis.aclose()
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: Sequence[int]) -> Any:
-        return await self._execute(script(keys=keys, args=list(args)))
+    async def _charge_batch(self, batch: list[tuple[Cell, ...]]) -> list[list[Tally]]:
+        """One script for the cells of every request in ``batch``; their tallies, per request."""
+        cells = [cell for request in batch for cell in request]
+        keys = [cell.key(self._prefix) for cell in cells]
+        flat = await self._execute(self._charge(keys=keys, args=[c.expires_at for c in cells]))
+        tallies = [
+            Tally(int(flat[i]) - 1, *(int(v or 0) for v in flat[i + 1 : i + 5]))
+            for i in range(0, len(flat), 5)
+        ]
+        results, start = [], 0
+        for request in batch:
+            results.append(tallies[start : start + len(request)])
+            start += len(request)
+        return results
+
+    async def _adjust_batch(self, batch: list[tuple[tuple[Cell, ...], Change]]) -> list[None]:
+        """One script for every refund and every answer's tokens in ``batch``, summed per cell."""
+        totals: dict[Cell, list[int]] = {}
+        for cells, change in batch:
+            for cell in cells:
+                total = totals.setdefault(cell, [0, 0, 0, 0, 0])
+                for index, value in enumerate(change):
+                    total[index] += value
+        args: list[int] = []
+        for cell, total in totals.items():
+            args += [*total, cell.expires_at]
+        keys = [cell.key(self._prefix) for cell in totals]
+        await self._execute(self._adjust(keys=keys, args=args))
+        return [None] * len(batch)
+
+    def _abandoned_charge(self, cells: tuple[Cell, ...]) -> None:
+        """A charge whose request stopped waiting (and was refused): take it back."""
+        task = asyncio.create_task(self._adjustments.submit((cells, _REFUND)))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _within_timeout(self, waiting: Awaitable[Result]) -> Result:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await waiting
+        except TimeoutError as exc:
+            raise UsageUnavailable(self._failure(exc)) from exc
 
     async def _execute(self, command: Awaitable[Any]) -> Any:
         try:
