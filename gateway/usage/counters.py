@@ -21,6 +21,7 @@ Valkey (or a proxy in front of a cluster), not Redis Cluster itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -281,9 +282,15 @@ class RedisCounters:
 
     def _abandoned_charge(self, cells: tuple[Cell, ...]) -> None:
         """A charge whose request stopped waiting (and was refused): take it back."""
-        task = asyncio.create_task(self._adjustments.submit((cells, _REFUND)))
+        task = asyncio.create_task(self._take_back(cells))
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
+
+    async def _take_back(self, cells: tuple[Cell, ...]) -> None:
+        # Redis failing again leaves the request counted: a budget spent early, never one
+        # extended, and the failure is already reported by the request that gave up.
+        with contextlib.suppress(UsageUnavailable):
+            await self._within_timeout(self._adjustments.submit((cells, _REFUND)))
 
     async def _within_timeout(self, waiting: Awaitable[Result]) -> Result:
         try:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,12 +163,12 @@ class UsageLedger:
                 subjects.append(f"group:{group}")
         return subjects
 
-    def _in_background(self, operation: str, work: Any) -> None:
+    def _in_background(self, operation: str, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._settle(operation, work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _settle(self, operation: str, work: Any) -> None:
+    async def _settle(self, operation: str, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
         except UsageUnavailable as exc:
