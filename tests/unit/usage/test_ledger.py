@@ -134,14 +134,16 @@ def closed_port() -> int:
 
 
 async def test_unreachable_redis_fails_closed_by_default() -> None:
-    usage = ledger(Clock(0.0), redis_url=f"redis://127.0.0.1:{closed_port()}/0", timeout_ms=500)
+    url = f"redis://:hunter2@127.0.0.1:{closed_port()}/0"
+    usage = ledger(Clock(0.0), redis_url=url, timeout_ms=500)
     await usage.start()
     try:
         assert usage.gates_readiness
         assert usage.state is State.ERROR
-        with pytest.raises(UsageUnavailable, match=r"usage counters .* are unavailable"):
+        with pytest.raises(UsageUnavailable, match=r"usage counters .* are unavailable") as raised:
             await usage.charge(ANONYMOUS)
         assert "refusing requests" in usage.detail
+        assert "hunter2" not in usage.detail and "hunter2" not in str(raised.value)
     finally:
         await usage.stop()
 
