@@ -162,7 +162,7 @@ async def enforce(request: Request) -> Response:
                 raise ObligationRefused("; ".join(reasons))
             forwarded = apply_obligations(
                 api, body, raw_body, decision.max_tokens, upstream.chat_cap_field,
-                stream_usage=charge.document is not None,
+                stream_usage=charge.document is not None and upstream.stream_usage,
             )  # fmt: skip
         except RateLimited as exc:
             gateway.usage.refund(charge)

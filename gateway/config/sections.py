@@ -93,6 +93,10 @@ class Upstream(_Strict):
     chat_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """The field that carries a policy's output cap when a chat request names none."""
     max_connections: Annotated[int, Field(ge=1)] = 256
+    stream_usage: bool = True
+    """Ask chat and completions streams for their usage (``stream_options.include_usage``)
+    when usage is counted; false for an upstream that refuses the field (its streams are
+    then counted by estimate)."""
 
 
 class Policy(_Strict):
