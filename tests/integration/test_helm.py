@@ -253,6 +253,23 @@ _ANONYMOUS_UNKEYED = ("auth.required=false", "decisionLog.callerHash=unkeyed")
             [*_ANONYMOUS_UNKEYED, "opa.diagnosticPort=8282"],
             "gateway.bundlePort and opa.diagnosticPort are both 8282",
         ),
+        (
+            [
+                *_ANONYMOUS_UNKEYED,
+                "autoscaling.enabled=true",
+                "autoscaling.targetCPUUtilizationPercentage=0",
+            ],
+            "autoscaling.enabled needs a target",
+        ),
+        (
+            [
+                *_ANONYMOUS_UNKEYED,
+                "autoscaling.enabled=true",
+                "autoscaling.minReplicas=5",
+                "autoscaling.maxReplicas=3",
+            ],
+            "autoscaling.minReplicas is above autoscaling.maxReplicas",
+        ),
     ],
 )
 def test_template_refuses_inconsistent_values(helm: str, settings: list[str], message: str) -> None:
