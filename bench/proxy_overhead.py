@@ -609,8 +609,17 @@ def start_bare(workdir: Path, model: Server) -> Group:
     return Group("bare", [bare], [Target("bare", port, proxy_pid=bare.pid)], proxy_pid=bare.pid)
 
 
-def start_gateway(workdir: Path, model: Server, name: str, targets: Sequence[str]) -> Group:
-    """The gateway; ``gateway-polling`` runs its OPA as a sidecar with periodic bundle polls."""
+def start_gateway(
+    workdir: Path,
+    model: Server,
+    name: str,
+    targets: Sequence[str],
+    usage: dict[str, Any] | None = None,
+) -> Group:
+    """The gateway; ``gateway-polling`` runs its OPA as a sidecar with periodic bundle polls.
+
+    ``usage``: the gateway's ``usage`` section (bench/usage_bench.py); default: its defaults.
+    """
     opa = opa_binary()
     gwdir = workdir / name
     gwdir.mkdir()
@@ -636,6 +645,8 @@ def start_gateway(workdir: Path, model: Server, name: str, targets: Sequence[str
         },
         "decision_log": {"path": str(decision_log), "durability": "batch"},
     }
+    if usage is not None:
+        config["usage"] = usage
     config_file = gwdir / "agora.yaml"
     config_file.write_text(json.dumps(config, indent=2))  # JSON is YAML
     gateway = start_server(

@@ -83,9 +83,25 @@ async def _body(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
-async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+def _include_usage(body: dict[str, Any]) -> bool:
+    """Whether a stream asks for its usage (``stream_options.include_usage``)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+async def _sse(
+    chunks: AsyncIterator[dict[str, Any]], usage: dict[str, Any] | None = None
+) -> AsyncIterator[bytes]:
+    """The events; with ``usage`` (as OpenAI does for ``include_usage``), every chunk carries
+    ``"usage": null`` and a last chunk with no choices carries the usage."""
+    last: dict[str, Any] = {}
     async for chunk in chunks:
+        last = chunk
+        if usage is not None:
+            chunk = {**chunk, "usage": None}
         yield f"data: {json.dumps(chunk)}\n\n".encode()
+    if usage is not None:
+        yield f"data: {json.dumps({**last, 'choices': [], 'usage': usage})}\n\n".encode()
     yield b"data: [DONE]\n\n"
 
 
@@ -120,7 +136,8 @@ async def chat_completions(request: Request, token_delay_s: float) -> Response:
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
             }  # fmt: skip
 
-        return StreamingResponse(_sse(chunks()), media_type="text/event-stream")
+        usage = _usage(prompt, answer) if _include_usage(body) else None
+        return StreamingResponse(_sse(chunks(), usage), media_type="text/event-stream")
     return JSONResponse(
         {
             "id": ident,
@@ -158,7 +175,8 @@ async def completions(request: Request, token_delay_s: float) -> Response:
                 yield {**base, "choices": [choice(piece, None)]}
             yield {**base, "choices": [choice("", "stop")]}
 
-        return StreamingResponse(_sse(chunks()), media_type="text/event-stream")
+        usage = _usage(prompt, answer) if _include_usage(body) else None
+        return StreamingResponse(_sse(chunks(), usage), media_type="text/event-stream")
     return JSONResponse(
         {**base, "choices": [choice(answer, "stop")], "usage": _usage(prompt, answer)}
     )

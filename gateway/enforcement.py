@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -31,9 +32,11 @@ from gateway.exceptions import (
     ObligationRefused,
     Overloaded,
     PolicyUnavailable,
+    RateLimited,
     RequestRefused,
     UnsupportedBody,
     UpstreamError,
+    UsageUnavailable,
 )
 from gateway.policy.input import RequestFacts
 from gateway.policy.obligations import apply_obligations
@@ -44,6 +47,8 @@ from gateway.responses import answer_for, decision_headers, error_for
 from gateway.runtime import Gateway
 from gateway.serving.admission import RETRY_AFTER_S
 from gateway.upstream.pool import Client, ProxyResponse, StreamOutcome
+from gateway.usage.meter import UsageMeter
+from gateway.usage.tap import UsageTap
 
 logger = logging.getLogger("agora.gateway")
 
@@ -104,7 +109,7 @@ async def enforce(request: Request) -> Response:
             return error_for(exc, headers)
         auth_done = time.perf_counter_ns()
 
-        # 3. Ask policy.
+        # 3. Count the request in the caller's budgets, and ask policy.
         facts = RequestFacts(
             api=api,
             model=model,
@@ -122,6 +127,16 @@ async def enforce(request: Request) -> Response:
         outcome = Outcome(decision_id=decision_id, facts=facts, caller=caller, started_ns=started)
         outcome.auth_ns = auth_done - started
         try:
+            charge = await gateway.usage.charge(caller)
+        except UsageUnavailable as exc:
+            logger.warning("failing closed: %s", exc)
+            await gateway.recorder.refused(outcome, 503, [str(exc)])
+            return error_for(
+                exc, headers, f"{exc}; the request was not forwarded", decision_id=decision_id
+            )
+        if charge.document is not None:
+            facts = outcome.facts = dataclasses.replace(facts, usage=charge.document)
+        try:
             decision, input_document = await gateway.engine.decide(facts, caller, len(raw_body))
             # Response policy: whether this version judges the answer (asked once per version).
             judge = (
@@ -130,6 +145,7 @@ async def enforce(request: Request) -> Response:
                 else None
             )
         except PolicyUnavailable as exc:
+            gateway.usage.refund(charge)
             logger.warning("failing closed: %s", exc)
             outcome.policy_ns = time.perf_counter_ns() - auth_done
             await gateway.recorder.refused(outcome, 503, [str(exc)])
@@ -152,12 +168,24 @@ async def enforce(request: Request) -> Response:
         # 4. Refuse what policy denies, or allows only under an obligation that cannot be met.
         reasons = decision.reasons
         try:
+            if not decision.allow and decision.retry_after_s is not None:
+                raise RateLimited("; ".join(reasons), decision.retry_after_s)
             if not decision.allow:
                 raise ObligationRefused("; ".join(reasons))
             forwarded = apply_obligations(
-                api, body, raw_body, decision.max_tokens, upstream.chat_cap_field
-            )
+                api, body, raw_body, decision.max_tokens, upstream.chat_cap_field,
+                stream_usage=charge.document is not None and upstream.stream_usage,
+            )  # fmt: skip
+        except RateLimited as exc:
+            gateway.usage.refund(charge)
+            await gateway.recorder.refused(outcome, 429, reasons)
+            headers["Retry-After"] = str(exc.retry_after_s)
+            return error_for(
+                exc, headers, "Rate limit exceeded: " + "; ".join(reasons),
+                decision_id=decision_id, policy_version=decision.version.version, reasons=reasons,
+            )  # fmt: skip
         except ObligationRefused as exc:
+            gateway.usage.refund(charge)
             reasons = reasons if not decision.allow else [str(exc)]
             await gateway.recorder.refused(outcome, 403, reasons)
             return error_for(
@@ -169,6 +197,7 @@ async def enforce(request: Request) -> Response:
         try:
             await gateway.recorder.admit(outcome, forwarded.applied)
         except DecisionLogError as exc:
+            gateway.usage.refund(charge)
             await gateway.recorder.refused(outcome, 503, [str(exc)])
             return error_for(
                 exc, headers,
@@ -182,7 +211,7 @@ async def enforce(request: Request) -> Response:
         # A body judged as JSON goes out as JSON; an opaque one (another API's upload) as sent.
         opaque_type = request.headers.get("content-type") if raw_body else None
         forward_headers = request.headers.items()
-        if judge is not None:  # an answer to judge must come uncompressed
+        if judge is not None or charge.cells:  # an answer to judge or meter must come uncompressed
             forward_headers = [(n, v) for n, v in forward_headers if n != "accept-encoding"]
             forward_headers.append(("accept-encoding", "identity"))
         forward_started = time.perf_counter_ns()
@@ -197,11 +226,28 @@ async def enforce(request: Request) -> Response:
                 client=_client(request),
             )
         except UpstreamError as exc:
+            gateway.usage.refund(charge)
             outcome.upstream_ns = time.perf_counter_ns() - forward_started
             await gateway.recorder.finished(outcome, answer_for(exc).status, [f"upstream: {exc}"])
             return error_for(exc, headers)
 
+        # The answer's tokens are read as it passes (by response policy's stages when it judges
+        # the answer, else by the usage tap), and counted once it is over.
+        meter: UsageMeter | None = None
+        tap: UsageTap | None = None
+        if charge.cells:
+            cut_usage = (
+                forwarded.usage_requested and "content-length" not in upstream_response.headers
+            )
+            meter = UsageMeter(len(raw_body), cut_usage)
+            if judge is None:
+                tap = UsageTap(meter, upstream_response.headers.get("content-type"), cut_usage)
+
         async def finished(stream: StreamOutcome) -> None:
+            if tap is not None:
+                gateway.usage.add_tokens(charge, tap.result())
+            elif meter is not None:
+                gateway.usage.add_tokens(charge, meter.result())
             outcome.upstream_ns = stream.upstream_us * 1000
             status = stream.status if stream.reason not in ("upstream_cut", "deadline") else 502
             if judge is not None:
@@ -213,10 +259,10 @@ async def enforce(request: Request) -> Response:
         if judge is not None:
             return await gateway.answers.respond(
                 upstream_response, judge, headers, decision_id, forward_started, finished,
-                upstream.timeout.total,
+                upstream.timeout.total, stages=() if meter is None else (meter,),
             )  # fmt: skip
         return ProxyResponse(  # type: ignore[return-value]
-            upstream_response, headers, forward_started, finished, upstream.timeout.total
+            upstream_response, headers, forward_started, finished, upstream.timeout.total, tap
         )
 
 

@@ -20,6 +20,8 @@ AgoraError
 │   └── BundleUnavailable  a bundle could not be fetched (not invalid)
 ├── PolicyUnavailable      no decision: OPA down, slow, or no active policy (503)
 ├── ObligationRefused      an obligation of the decision cannot be met (403)
+├── RateLimited            policy refuses with status 429: a budget is spent (429)
+├── UsageUnavailable       the usage counters (Redis) cannot be reached (503)
 ├── UpstreamError          the model upstream failed (502)
 │   ├── UpstreamTimeout    the model upstream did not answer in time (504)
 │   └── AnswerUnjudgeable  an answer to judge could not be read whole (502, fail closed)
@@ -107,6 +109,18 @@ class PolicyUnavailable(AgoraError):
 
 class ObligationRefused(AgoraError):
     """The decision allows the request only under an obligation it cannot meet (a deny)."""
+
+
+class RateLimited(AgoraError):
+    """Policy refuses the request with status 429: a budget is spent until ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UsageUnavailable(AgoraError):
+    """The usage counters cannot be read or written; with ``fail_closed`` nothing is forwarded."""
 
 
 class UpstreamError(AgoraError):

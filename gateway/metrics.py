@@ -51,6 +51,8 @@ LOG_SHIP_FAILURES = "agora_decision_log_ship_failures"
 LOG_SHIP_LAG = "agora_decision_log_ship_lag_records"
 LOG_SHIPPED_SEQ = "agora_decision_log_shipped_seq"
 LOG_SHIP_LAST_SUCCESS = "agora_decision_log_ship_last_success_timestamp_seconds"
+USAGE_TOKENS = "agora_usage_tokens"
+USAGE_UNAVAILABLE = "agora_usage_unavailable"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -157,6 +159,21 @@ class GatewayMetrics:
             BUNDLE_VERIFICATIONS,
             "Ratified bundles checked, by result (ok, mismatch, unavailable, invalid, error).",
             ["result"],
+            registry=self.registry,
+        )
+
+        self.usage_tokens = Counter(
+            USAGE_TOKENS,
+            "Tokens counted against callers' budgets, by kind (prompt, completion) and source "
+            "(reported by the upstream, or estimated when it reported none).",
+            ["kind", "source"],
+            registry=self.registry,
+        )
+        self.usage_unavailable = Counter(
+            USAGE_UNAVAILABLE,
+            "Operations on the shared usage counters (Redis) that failed, by operation "
+            "(charge, refund, tokens, ping) and what was done (refused, local, lost).",
+            ["operation", "action"],
             registry=self.registry,
         )
 

@@ -25,10 +25,12 @@ from gateway.exceptions import (
     ObligationRefused,
     Overloaded,
     PolicyUnavailable,
+    RateLimited,
     RequestRefused,
     UnsupportedBody,
     UpstreamError,
     UpstreamTimeout,
+    UsageUnavailable,
 )
 
 DECISION_ID = "X-Agora-Decision-Id"
@@ -64,6 +66,8 @@ ANSWERS: dict[type[AgoraError], Answer] = {
     AuthError: Answer(401, "authentication_error", "invalid_token"),
     PolicyUnavailable: Answer(503, "policy_unavailable", "policy_unavailable"),
     ObligationRefused: Answer(403, "policy_denied", "policy_denied"),
+    RateLimited: Answer(429, "rate_limit_exceeded", "rate_limit_exceeded"),
+    UsageUnavailable: Answer(503, "usage_unavailable", "usage_unavailable"),
     DecisionLogError: Answer(503, "decision_log_unavailable", "decision_log_unavailable"),
     UpstreamError: Answer(502, "upstream_error", "upstream_unavailable"),
     UpstreamTimeout: Answer(504, "upstream_error", "upstream_timeout"),

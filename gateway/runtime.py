@@ -35,6 +35,7 @@ from gateway.policy.opa import ManagedOpa
 from gateway.serving.admission import LargeBodyGate
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.routing import RouteTable
+from gateway.usage.ledger import UsageLedger
 
 if TYPE_CHECKING:
     from gateway.pinning.watcher import RatificationWatcher
@@ -58,6 +59,7 @@ class Gateway:
     large_bodies: LargeBodyGate
     answers: ResponsePolicy
     """Response policy: which answers are judged, and how they reach the caller."""
+    usage: UsageLedger
     watcher: RatificationWatcher | None = None
     community: CommunityService | None = None
     """The community page's worker (chain reading, bundles, shadow); None when switched off."""
@@ -109,6 +111,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
                 settings.limits.queue_timeout_ms / 1000,
             ),
             answers=ResponsePolicy(engine, settings.response, metrics),
+            usage=UsageLedger(settings.usage, metrics),
         )
         await gateway.pool.start()
         stack.push_async_callback(gateway.pool.stop)
@@ -126,6 +129,7 @@ async def running(settings: Settings, metrics: GatewayMetrics) -> AsyncIterator[
         if shipper is not None:
             await shipper.start()  # after the writer set aside a torn tail, if any
             workers.append(shipper)
+        await _start_worker(stack, workers, gateway.usage)
         if settings.governance is None:
             await _activate_local_bundle(gateway)
         else:

@@ -9,8 +9,10 @@
 #   opa geth helm promtool   Go programs, built with `go install` only when missing
 #   chromium        Debian's chromium, for the community page's browser tests (Playwright drives
 #                   /usr/bin/chromium; Playwright's own browser downloads are never used)
+#   redis           redis-server, the Debian package, for the usage tests (counters shared by
+#                   replicas); installed with apt-get only when missing (needs root, as in CI)
 # `make run` installs uv, opa and anvil; `make test` installs them all.
-# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc] [chromium]
+# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc] [chromium] [redis]
 #        (default: all)
 set -euo pipefail
 
@@ -95,8 +97,19 @@ install_chromium() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 }
 
+install_redis() {
+    if command -v redis-server >/dev/null; then return; fi
+    echo "installing redis-server (apt-get install redis-server)" >&2
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: redis-server is missing; install the redis-server package (as root)" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }
+}
+
 tools=("$@")
-if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc chromium); fi
+if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc chromium redis); fi
 for tool in "${tools[@]}"; do
     "install_$tool"
 done

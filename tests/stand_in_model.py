@@ -1,7 +1,9 @@
 """The integration tests' upstream: the demo's stand-in model, with faults and counters.
 
-The quickstart's model (:mod:`demo.model`) only answers; the tests also need it
-to fail on demand and to say what reached it. Asked for per request, with headers:
+The quickstart's model (:mod:`demo.model`) only answers (with ``usage``, and in
+streams asked with ``stream_options.include_usage`` a last chunk with
+``"choices": []`` and the usage, as OpenAI does); the tests also need it to
+fail on demand and to say what reached it. Asked for per request, with headers:
 
     X-Demo-Fault: status-500   answer 500 without reaching the model
     X-Demo-Fault: slow         the answer starts after X-Demo-Delay-Ms

@@ -26,6 +26,7 @@ from gateway.config.sections import (
     Transparency,
     Upstream,
     UpstreamTimeouts,
+    Usage,
 )
 from gateway.config.settings import (
     ENV_PREFIX,
@@ -60,6 +61,7 @@ __all__ = [
     "Transparency",
     "Upstream",
     "UpstreamTimeouts",
+    "Usage",
     "apply_env_overrides",
     "load_settings",
 ]

@@ -93,6 +93,10 @@ class Upstream(_Strict):
     chat_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """The field that carries a policy's output cap when a chat request names none."""
     max_connections: Annotated[int, Field(ge=1)] = 256
+    stream_usage: bool = True
+    """Ask chat and completions streams for their usage (``stream_options.include_usage``)
+    when usage is counted; false for an upstream that refuses the field (its streams are
+    then counted by estimate)."""
 
 
 class Policy(_Strict):
@@ -489,3 +493,36 @@ class Transparency(_Strict):
                 "or transparency.key_env"
             )
         return self
+
+
+class Usage(_Strict):
+    """Counting what callers use, for policy's budgets (``input.usage``, docs/policy.md)."""
+
+    enabled: bool = True
+    """false: nothing is counted and ``input.usage`` is absent, so no budget is ever spent."""
+    redis_url: Annotated[str | None, Field(pattern=r"^(redis|rediss|unix)://")] = None
+    """Redis (or Valkey) shared by every replica; null: counters in this process only."""
+    on_unavailable: Literal["fail_closed", "local"] = "fail_closed"
+    """Redis unreachable: refuse with 503 (``fail_closed``) or count in this process (``local``)."""
+    timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Longest wait for Redis on a request (a busy event loop's delay included); then it
+    counts as unavailable."""
+    windows: Annotated[dict[str, Annotated[int, Field(ge=1)]], Field(min_length=1)] = {
+        "minute": 60,
+        "day": 86_400,
+    }
+    """Window names (as policy reads them) and their lengths in seconds, aligned on the epoch."""
+    groups_claim: Annotated[str, Field(min_length=1)] = "groups"
+    """The token claim whose groups are counted (the policy's ``groups_claim``)."""
+    max_groups: Annotated[int, Field(ge=0, le=256)] = 16
+    """Groups of one caller counted at most (the first ones of the claim)."""
+    key_prefix: Annotated[str, Field(min_length=1)] = "agora:usage:"
+    """Prefix of the gateway's keys in Redis."""
+
+    @field_validator("windows")
+    @classmethod
+    def _window_names(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [name for name in value if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"window names must be identifiers (letters, digits, _): {bad}")
+        return value

@@ -35,6 +35,7 @@ from gateway.config.sections import (
     Response,
     Transparency,
     Upstream,
+    Usage,
     _Strict,
 )
 from gateway.exceptions import ConfigError
@@ -65,6 +66,7 @@ class Settings(_Strict):
     community: Community = Community()
     response: Response = Response()
     transparency: Transparency = Transparency()
+    usage: Usage = Usage()
     header_allowlist: Annotated[
         list[str],
         Field(

@@ -102,13 +102,13 @@ class DecisionEntry:
 def outcome(allow: bool, status: int | None) -> OutcomeLabel:
     """Classify a decision the same way in stats, metrics and /transparency.
 
-    ``denied`` is the policy saying no (403); any other refusal means no
+    ``denied`` is the policy saying no (403, or 429 for a spent budget); any other refusal means no
     trustworthy decision could be made, or it could not be logged, and the
     gateway failed closed.
     """
     if allow:
         return "allowed"
-    return "denied" if status == 403 else "failed_closed"
+    return "denied" if status in (403, 429) else "failed_closed"
 
 
 def ending(status: int) -> Ending:

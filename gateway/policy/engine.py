@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,10 @@ class Decision:
     version: PolicyVersion
     max_tokens: int | None = None
     """The output cap the gateway must apply to what it forwards (an obligation)."""
+    status: int | None = None
+    """429 when a deny is a spent budget (the caller may retry later); None: 403."""
+    retry_after_s: int | None = None
+    """With status 429: when the caller may try again (``Retry-After``)."""
 
 
 class PolicyEngine:
@@ -235,4 +240,23 @@ def _to_decision(result: Any, version: PolicyVersion) -> Decision:
             False, ["the policy decision is malformed (max_tokens is not a positive integer)"],
             version,
         )  # fmt: skip
-    return Decision(result["allow"], reasons, version, max_tokens)
+    status, retry_after_s = result.get("status"), result.get("retry_after_s")
+    # A decision names both, or neither.
+    if status is None and retry_after_s is None:
+        return Decision(result["allow"], reasons, version, max_tokens)
+    if status != 429 or retry_after_s is None or not _seconds(retry_after_s):
+        return Decision(
+            False,
+            ["the policy decision is malformed (status must be 429, with retry_after_s a "
+             "positive number of seconds)"],
+            version, max_tokens,
+        )  # fmt: skip
+    retry = math.ceil(retry_after_s)
+    return Decision(result["allow"], reasons, version, max_tokens, 429, retry)
+
+
+def _seconds(value: object) -> bool:
+    """A positive number of seconds, at most a year."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 31_536_000
+    )

@@ -25,6 +25,8 @@ class RequestFacts:
     upstream: str | None
     texts: list[str] = field(default_factory=list)
     """Every string of the body, normalised (body.normalise), for deny patterns."""
+    usage: dict[str, Any] | None = None
+    """What the caller and its groups used in each window before this request (gateway.usage)."""
 
 
 def build_input(
@@ -32,7 +34,7 @@ def build_input(
 ) -> dict[str, Any]:
     """The ``input`` document of docs/policy.md, exactly as Rego sees it."""
     moment = now or datetime.now(UTC)
-    return {
+    document = {
         "api": facts.api,
         "model": facts.model,
         "stream": facts.stream,
@@ -49,3 +51,6 @@ def build_input(
         "policy": {"version": version.version, "digest": version.digest},
         "time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
+    if facts.usage is not None:
+        document["usage"] = facts.usage
+    return document

@@ -128,6 +128,9 @@ def gateway_config(
         },
         "decision_log": {"path": str(log_path), "durability": "batch"},
         "limits": {"max_body_bytes": 65536},
+        # Most tests send bursts of anonymous requests, which the default policy's
+        # budgets would refuse (20 a minute); tests of budgets set their own usage.
+        "usage": {"enabled": False},
     }
     config.update(sections)
     return config

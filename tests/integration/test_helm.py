@@ -224,6 +224,9 @@ def test_lint_strict(helm: str, values: Path) -> None:
         ("auth.jwksUrl=http://issuer.example/jwks", "/auth/jwksUrl"),
         ("decisionLog.callerHash=sha256", "/decisionLog/callerHash"),
         ("decisionLog.ship.url=http://logs.example", "/decisionLog/ship/url"),
+        ("usage.onUnavailable=unlimited", "/usage/onUnavailable"),
+        ("usage.redisUrl=redis://x", "/usage/redisUrl"),
+        ("autoscaling.maxReplicas=0", "/autoscaling/maxReplicas"),
     ],
 )
 def test_schema_refuses_mistakes(helm: str, setting: str, message: str) -> None:
@@ -274,6 +277,23 @@ _ANONYMOUS_UNKEYED = ("auth.required=false", "decisionLog.callerHash=unkeyed")
         (
             [*_ANONYMOUS_UNKEYED, "opa.diagnosticPort=8282"],
             "gateway.bundlePort and opa.diagnosticPort are both 8282",
+        ),
+        (
+            [
+                *_ANONYMOUS_UNKEYED,
+                "autoscaling.enabled=true",
+                "autoscaling.targetCPUUtilizationPercentage=0",
+            ],
+            "autoscaling.enabled needs a target",
+        ),
+        (
+            [
+                *_ANONYMOUS_UNKEYED,
+                "autoscaling.enabled=true",
+                "autoscaling.minReplicas=5",
+                "autoscaling.maxReplicas=3",
+            ],
+            "autoscaling.minReplicas is above autoscaling.maxReplicas",
         ),
     ],
 )
@@ -486,6 +506,34 @@ def test_optional_resources(rendered: Rendered) -> None:
             }
     assert len(rendered.of_kind("PodDisruptionBudget")) == 1
     assert len(rendered.of_kind("ServiceAccount")) == 1
+
+
+def test_autoscaling_and_shared_usage_counters(helm: str, tmp_path: Path) -> None:
+    """An HPA owns the replicas: CPU always, in-flight requests only where an adapter serves
+    custom metrics; the Redis URL comes from its Secret into the configuration."""
+    values = CHART / "ci" / "default-values.yaml"
+    shared = ["--set", "usage.redisUrl.name=redis", "--set", "usage.redisUrl.key=url"]
+    plain = render(helm, values, "--set", "autoscaling.enabled=true", *shared)
+    hpa = plain.one("HorizontalPodAutoscaler")
+    assert "replicas" not in plain.workload["spec"]
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == plain.workload["kind"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == plain.workload["metadata"]["name"]
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"]
+    adapter = render(
+        helm, values, "--set", "autoscaling.enabled=true",
+        "--api-versions", "custom.metrics.k8s.io/v1beta1",
+    )  # fmt: skip
+    in_flight = adapter.one("HorizontalPodAutoscaler")["spec"]["metrics"][1]
+    assert in_flight["pods"]["metric"]["name"] == "agora_requests_in_flight"
+    env = {var["name"]: var for var in plain.gateway["env"]}
+    assert env["AGORA__USAGE__REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "redis", "key": "url",
+    }  # fmt: skip
+    raw = plain.config
+    apply_env_overrides(raw, {"AGORA__USAGE__REDIS_URL": "redis://:pw@redis.example:6379/0"})
+    assert raw["usage"]["redis_url"] == "redis://:pw@redis.example:6379/0"
+    assert raw["usage"]["on_unavailable"] == "fail_closed"
+    assert not render(helm, values).of_kind("HorizontalPodAutoscaler")
 
 
 def test_default_digest_is_the_default_bundle_in_the_image() -> None:

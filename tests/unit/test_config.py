@@ -216,3 +216,26 @@ def test_response_policy_defaults_and_holdback_zero(tmp_path: Path) -> None:
 def test_response_policy_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         load_settings(write(tmp_path, AUTH + text), environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("usage: {redis_url: 'http://redis:6379'}\n", r"usage\.redis_url"),
+        ("usage: {on_unavailable: unlimited}\n", r"usage\.on_unavailable"),
+        ("usage: {windows: {'a minute': 60}}\n", r"usage\.windows: .*identifiers"),
+        ("usage: {windows: {}}\n", r"usage\.windows"),
+        ("usage: {redis: x}\n", r"usage\.redis: unknown key"),
+    ],
+)
+def test_usage_mistakes_are_named(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(write(tmp_path, AUTH + text), environ={})
+
+
+def test_the_redis_url_comes_from_the_environment(tmp_path: Path) -> None:
+    environ = {"AGORA__USAGE__REDIS_URL": "rediss://:secret@redis.example:6380/0"}
+    settings = load_settings(write(tmp_path, AUTH), environ=environ)
+    assert settings.usage.redis_url == "rediss://:secret@redis.example:6380/0"
+    assert settings.usage.on_unavailable == "fail_closed"
+    assert settings.usage.windows == {"minute": 60, "day": 86_400}

@@ -56,8 +56,14 @@ async def test_workers_report_their_states_to_the_metric(
     monkeypatch.setattr(runtime.ManagedOpa, "stop", no_process)
     metrics = GatewayMetrics()
     async with runtime.running(settings(tmp_path), metrics) as gateway:
-        assert [worker.name for worker in gateway.workers] == ["decision_log", "opa", "community"]
+        assert [worker.name for worker in gateway.workers] == [
+            "decision_log",
+            "usage",
+            "opa",
+            "community",
+        ]
         sample = metrics.registry.get_sample_value
+        assert sample("agora_component_state", {"component": "usage", "state": "ok"}) == 1
         assert sample("agora_component_state", {"component": "decision_log", "state": "ok"}) == 1
         assert sample("agora_component_state", {"component": "decision_log", "state": "error"}) == 0
         assert gateway.store.active is not None  # the local bundle, through activate()

@@ -206,6 +206,13 @@ configuration by its variable), then gateway.extraEnv. Empty when there is none.
       name: {{ $v.transparency.anchor.keySecret.name }}
       key: {{ $v.transparency.anchor.keySecret.key }}
 {{- end }}
+{{- if include "agora.secretSet" $v.usage.redisUrl }}
+- name: AGORA__USAGE__REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.usage.redisUrl.name }}
+      key: {{ $v.usage.redisUrl.key }}
+{{- end }}
 {{- with $v.gateway.extraEnv }}
 {{ toYaml . }}
 {{- end }}

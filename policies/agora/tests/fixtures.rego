@@ -69,3 +69,14 @@ body_set(d, p, v) := json.patch(d, [{"op": "add", "path": concat("", ["/body", p
 # as a whole: `with data.agora.config.x as v` would be merged into the
 # shipped document as the rules read it, not replace it.
 config_set(p, v) := json.patch(data.agora.config, [{"op": "add", "path": p, "value": v}])
+
+# What the gateway counted for one window (input.usage.caller[window]).
+use(requests, tokens) := {"requests": requests, "tokens": {"prompt": tokens, "completion": 0, "total": tokens}, "estimated": 0}
+
+# d with input.usage: the caller's use per window, its groups' use, and the windows.
+with_usage(d, caller_use, group_use) := object.union(d, {"usage": {
+	"windows": {"minute": {"seconds": 60, "resets_in_s": 17}, "day": {"seconds": 86400, "resets_in_s": 3600}},
+	"caller": caller_use,
+	"groups": group_use,
+	"counters": "local",
+}})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -337,3 +338,30 @@ async def test_an_answer_decision_from_an_unverified_revision_fails_closed(
     assert (denied.allow, denied.reasons, denied.version.version) == (False, ["leak"], 2)
     with pytest.raises(PolicyUnavailable, match="unverified"):
         await engine.decide_answer({"response": {"text": "k"}})
+
+
+async def test_a_spent_budget_is_a_429_with_retry_after(engine_for: EngineFor) -> None:
+    store, _, v2 = two_versions()
+    spent = {"allow": False, "reasons": ["budget spent"], "status": 429, "retry_after_s": 16.2}
+    engine, _ = await engine_for(
+        store,
+        answer(spent, v2),
+        answer({**spent, "status": 418}, v2),
+        answer({**spent, "retry_after_s": 0}, v2),
+        answer({"allow": False, "reasons": ["x"], "status": 429}, v2),
+    )
+    decision, _ = await engine.decide(FACTS, ANONYMOUS)
+    assert (decision.allow, decision.status, decision.retry_after_s) == (False, 429, 17)
+    for _ in range(3):
+        malformed, _ = await engine.decide(FACTS, ANONYMOUS)
+        assert malformed.allow is False and malformed.retry_after_s is None
+        assert "status must be 429" in malformed.reasons[0]
+
+
+def test_usage_is_in_the_input_only_when_counted() -> None:
+    store = PolicyStore()
+    store.activate(bundle("allow := true"), 1, None)
+    assert store.active is not None
+    assert "usage" not in build_input(FACTS, ANONYMOUS, store.active)
+    counted = dataclasses.replace(FACTS, usage={"caller": {}})
+    assert build_input(counted, ANONYMOUS, store.active)["usage"] == {"caller": {}}

@@ -72,3 +72,37 @@ def test_responses_use_max_output_tokens() -> None:
 
 def test_apis_without_output_are_untouched() -> None:
     assert forwarded("embeddings", {"input": "x"}, 100)[2]
+
+
+def test_a_stream_is_made_to_report_its_usage() -> None:
+    body = {"model": "m", "stream": True, "stream_options": {"other": 1}}
+    result = apply_obligations(
+        "chat.completions", body, b"{}", 256, "max_tokens", stream_usage=True
+    )
+    assert json.loads(result.body)["stream_options"] == {"other": 1, "include_usage": True}
+    assert result.usage_requested
+    assert result.applied == {"max_tokens": 256}
+    assert body["stream_options"] == {"other": 1}  # the judged body is left as it was
+
+
+@pytest.mark.parametrize(
+    ("api", "body"),
+    [
+        ("chat.completions", {"stream": True, "stream_options": {"include_usage": True}}),
+        ("chat.completions", {"stream": False}),
+        ("chat.completions", {"stream": True, "stream_options": "odd"}),
+        ("embeddings", {"stream": True}),
+        ("responses", {"stream": True}),
+    ],
+)
+def test_usage_is_asked_for_only_where_it_is_missing(api: str, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    result = apply_obligations(api, body, raw, None, "max_tokens", stream_usage=True)
+    assert (result.body, result.usage_requested) == (raw, False)
+
+
+def test_completions_streams_report_usage_too() -> None:
+    result = apply_obligations(
+        "completions", {"stream": True}, b"", None, "max_tokens", stream_usage=True
+    )
+    assert json.loads(result.body) == {"stream": True, "stream_options": {"include_usage": True}}
