@@ -72,6 +72,9 @@ class Result:
     elapsed: float = 0.0
     decision_id: str | None = None
     policy_digest: str | None = None
+    error_type: str | None = None
+    """``error.type`` of an error answer (``overloaded``, ``policy_unavailable``...)."""
+    retry_after: str | None = None
 
     @property
     def answered(self) -> bool:
@@ -124,7 +127,10 @@ class Load:
                 result.status = response.status
                 result.decision_id = response.headers.get("X-Agora-Decision-Id")
                 result.policy_digest = response.headers.get("X-Agora-Policy-Digest")
-                await response.read()
+                result.retry_after = response.headers.get("Retry-After")
+                answer = await response.read()
+                if response.status >= 400:
+                    result.error_type = _error_type(answer)
         except TimeoutError:
             result.error = DEADLINE
         except aiohttp.ClientPayloadError:
@@ -132,6 +138,14 @@ class Load:
         except aiohttp.ClientConnectionError:
             result.error = "connect" if result.status is None else "cut"
         result.elapsed = self.now() - result.sent_at
+
+
+def _error_type(answer: bytes) -> str | None:
+    try:
+        error = json.loads(answer).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return error.get("type") if isinstance(error, dict) else None
 
 
 def statuses(results: Iterable[Result]) -> dict[str, int]:
