@@ -92,8 +92,15 @@ class Load:
     url: str
     rate: float
     deadline_s: float
+    fresh_connections: bool = False
+    """A new connection for every request (through a balancer: each may go elsewhere)."""
     results: list[Result] = field(default_factory=list)
     started: float = 0.0
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """Send no more requests; ``run`` returns once those sent are over."""
+        self.stopped = True
 
     def now(self) -> float:
         """Seconds since the load began (the clock of ``Result.sent_at``)."""
@@ -102,7 +109,7 @@ class Load:
     async def run(self, duration_s: float, mix: Iterable[Kind] = MIX) -> list[Result]:
         kinds = itertools.cycle(mix)
         self.started = time.monotonic()
-        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        connector = aiohttp.TCPConnector(limit=0, force_close=self.fresh_connections)
         timeout = aiohttp.ClientTimeout(total=self.deadline_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             tasks: list[asyncio.Task[None]] = []
@@ -111,6 +118,8 @@ class Load:
                 if due >= duration_s:
                     break
                 await asyncio.sleep(max(0.0, due - self.now()))
+                if self.stopped:
+                    break
                 result = Result(uuid.uuid4().hex, next(kinds), self.now())
                 self.results.append(result)
                 tasks.append(asyncio.create_task(self._send(session, result)))
