@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,9 +78,13 @@ def account(
     results: Sequence[Result],
     received_bodies: Iterable[bytes],
     records: Iterable[dict[str, Any]],
-    ratified_digest: str,
+    ratified: str | Collection[str],
 ) -> Figures:
-    """Fill in the counts of ``figures`` from the three sides."""
+    """Fill in the counts of ``figures`` from the three sides.
+
+    ``ratified``: the digest of the ratified version, or of each version ratified meanwhile.
+    """
+    digests = {ratified} if isinstance(ratified, str) else set(ratified)
     ours = {r.case for r in results}
     forwarded = {c for c in (case_of(b.decode("utf-8", "replace")) for b in received_bodies) if c}
     forwarded &= ours
@@ -92,12 +96,12 @@ def account(
                 allowed[case] = record
     logged = forwarded & set(allowed)
     wrong_version = {
-        c for c in logged if (allowed[c].get("policy") or {}).get("digest") != ratified_digest
+        c for c in logged if (allowed[c].get("policy") or {}).get("digest") not in digests
     }
     wrong_answers = {
         r.case
         for r in results
-        if r.status is not None and 200 <= r.status < 300 and r.policy_digest != ratified_digest
+        if r.status is not None and 200 <= r.status < 300 and r.policy_digest not in digests
     }
     figures.sent = len(results)
     figures.answered = sum(r.answered for r in results)

@@ -87,7 +87,7 @@ def rss_bytes(pid: int) -> int:
 
 # --- the network -----------------------------------------------------------------------------
 
-PASS, REFUSE, RESET, HANG, DELAY = "pass", "refuse", "reset", "hang", "delay"
+PASS, REFUSE, RESET, HANG, DELAY, OTHER = "pass", "refuse", "reset", "hang", "delay", "other"
 
 
 @dataclass
@@ -98,11 +98,13 @@ class FaultProxy:
     - ``refuse``: the listener is closed (connections are refused) and open connections reset;
     - ``reset``: a response is let through up to a few bytes of its body, then both sides reset;
     - ``hang``: requests are swallowed and nothing is answered;
-    - ``delay``: each chunk of a response waits ``delay_s``.
+    - ``delay``: each chunk of a response waits ``delay_s``;
+    - ``other``: new connections go to ``other_port`` instead (another server answers).
     """
 
     target_port: int
     delay_s: float = 0.0
+    other_port: int = 0
     mode: str = PASS
     port: int = 0
     _server: asyncio.Server | None = None
@@ -131,9 +133,13 @@ class FaultProxy:
 
     async def set(self, mode: str) -> None:
         """Switch to ``mode``; ``refuse`` also resets the open connections, ``pass`` re-opens."""
+        switching = OTHER in (mode, self.mode) and mode != self.mode
         self.mode = mode
         if mode == REFUSE:
             await self.close()
+        elif switching:
+            for writer in list(self._connections):
+                _reset(writer)
         elif self._server is None:
             await self.open()
 
@@ -151,7 +157,8 @@ class FaultProxy:
             _reset(client_w)
             return
         try:
-            upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            port = self.other_port if self.mode == OTHER else self.target_port
+            upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             _reset(client_w)
             return

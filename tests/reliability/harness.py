@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from tests.support import ROOT
 
 RATE = 50.0
 """Requests per second: modest, so that a shared 2-core machine keeps up with the test itself."""
-BEFORE_S, FAULT_S, AFTER_S = 3.0, 5.0, 4.0
+BEFORE_S, FAULT_S, AFTER_S = 2.0, 4.0, 4.0
 DEADLINE_S = 6.0
 """Each request's own deadline: above every timeout of the gateway on the way (policy 1 s,
 upstream read 1.5 s), so that only a gateway that hangs makes a request miss it."""
@@ -94,7 +94,8 @@ async def observe(session: aiohttp.ClientSession, admin_url: str) -> Observation
 
 
 Seen = Callable[[Observation, Observation], str | None]
-"""Given the observation before the fault and one during it: what shows the fault, if anything."""
+"""Given the previous observation and the current one: what shows the fault now, if anything
+(a state, or a counter that rose since the previous look)."""
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Run:
     results: list[Result]
     cleared_at: float
     seen: list[str] = field(default_factory=list)
+    shown_until: float | None = None
+    """When the fault was last shown after it cleared (load clock); None: not shown after."""
     rss_before: int = 0
     rss_after: int = 0
     ready_after: Observation | None = None
@@ -133,19 +136,31 @@ async def soak(
         assert baseline is not None and baseline.ready_status == 200, "not ready before the fault"
         rss_before = rss_bytes(pid)
         shown: list[str] = []
+        previous = baseline
 
         async def tick() -> None:
+            nonlocal previous
             now = await observe(admin, gateway.admin_url)
-            if now is not None and (what := seen(baseline, now)) and what not in shown:
-                shown.append(what)
+            if now is not None:
+                if (what := seen(previous, now)) and what not in shown:
+                    shown.append(what)
+                previous = now
 
         fault_at = load.now()
         await during(fault, fault_s, tick)
         cleared_at = fault_at if instant else load.now()
+        shown_until = None
+        while not loading.done():  # how long the fault stays shown once cleared
+            now = await observe(admin, gateway.admin_url)
+            if now is not None:
+                if seen(previous, now):
+                    shown_until = load.now()
+                previous = now
+            await asyncio.sleep(0.25)
         results = await loading
         ready_after = await wait_ready(admin, gateway.admin_url)
         rss_after = rss_bytes(pid)
-    return Run(results, cleared_at, shown, rss_before, rss_after, ready_after)
+    return Run(results, cleared_at, shown, shown_until, rss_before, rss_after, ready_after)
 
 
 async def wait_ready(
@@ -166,14 +181,17 @@ def settle(
     run: Run,
     gateway: RunningGateway,
     recorder: RecordingUpstream,
-    digest: str,
+    ratified: str | Collection[str],
 ) -> Figures:
     """Stop the gateway (flushing its log), then count from the three sides."""
     gateway.process.stop()
-    figures.recovery_s = recovery_after(run.results, run.cleared_at)
+    answers_back = recovery_after(run.results, run.cleared_at)
+    if answers_back is not None:
+        shown = 0.0 if run.shown_until is None else run.shown_until - run.cleared_at
+        figures.recovery_s = round(max(answers_back, shown), 2)
     bodies = [r.body for r in recorder.take().requests]
     records = read_log(log_files(gateway.decision_log))
-    account(figures, run.results, bodies, records, digest)
+    account(figures, run.results, bodies, records, ratified)
     figures.seen = "; ".join(run.seen)
     return figures
 

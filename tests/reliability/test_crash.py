@@ -38,7 +38,7 @@ from tests.support import run_agora
 pytestmark = pytest.mark.timeout(150)
 
 RATE = 100.0
-KILLS = {"record": 5, "batch": 3, "interval": 3}
+KILLS = {"record": 5, "batch": 2, "interval": 2}
 LOSS_WINDOW_S = 1.0
 """A decision lost by a kill was still in memory: its request was sent at most this long before."""
 SEED = int(os.environ.get("AGORA_SOAK_SEED", time.time_ns() % 2**32))

@@ -142,7 +142,7 @@ class Scenario:
 SCENARIOS = [
     Scenario("opa-killed", "OPA killed (SIGKILL); the gateway restarts it",
              lambda s: Signals(s.opa_pid, signal.SIGKILL), OPA_DOWN, instant=True),
-    Scenario("opa-paused", "OPA paused (SIGSTOP), resumed after 5 s",
+    Scenario("opa-paused", "OPA paused (SIGSTOP), resumed (SIGCONT) 4 s later",
              lambda s: Signals(s.opa_pid, signal.SIGSTOP, signal.SIGCONT), OPA_DOWN),
     Scenario("upstream-refusing", "upstream refuses connections (and resets open ones)",
              lambda s: s.proxy.fault(REFUSE), upstream_failing),
