@@ -157,9 +157,15 @@ def _error_type(answer: bytes) -> str | None:
     return error.get("type") if isinstance(error, dict) else None
 
 
+def _label(result: Result) -> str:
+    if result.error is None:
+        return str(result.status)
+    if result.status is None:
+        return "no answer" if result.error == "connect" else "past deadline"
+    return f"{result.status} {result.error}"
+
+
 def statuses(results: Iterable[Result]) -> dict[str, int]:
     """Answers by status (and errors by kind), for the figures."""
-    counts = Counter(
-        str(r.status) if r.error is None else f"{r.status or ''}{r.error}" for r in results
-    )
+    counts = Counter(_label(r) for r in results)
     return dict(sorted(counts.items()))

@@ -69,8 +69,9 @@ RSS_SLACK = 1.5
 
 def unready(before: Observation, now: Observation) -> str | None:
     if now.ready_status == 503 and now.ready.get("reasons"):
-        reason = re.sub(r"/\S+", "<path>", str(now.ready["reasons"][0]))
-        return "readyz 503: " + re.sub(r"\d+", "N", reason)[:100]
+        reason = str(now.ready["reasons"][0]).split(";")[0]  # without changing counts
+        reason = re.sub(r"\d+", "N", re.sub(r"/\S+", "<path>", reason))
+        return f"readyz 503: {reason}"
     return None
 
 
