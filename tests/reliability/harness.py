@@ -196,6 +196,18 @@ def settle(
     return figures
 
 
+RSS_SLACK = 1.5
+"""Resident memory after recovery may be at most this times the baseline (plus 32 MiB)."""
+
+
+def assert_recovered(run: Run) -> None:
+    """The same gateway process answers again, ready, its memory back near its baseline."""
+    assert run.ready_after is not None, "not ready again after the fault cleared"
+    assert run.rss_after <= run.rss_before * RSS_SLACK + 32 * 2**20, (
+        f"resident memory {run.rss_before} bytes before the fault, {run.rss_after} after"
+    )
+
+
 def assert_nothing_lost_or_let_through(figures: Figures, results: Sequence[Result]) -> None:
     """The invariants of every soak run, fault or not."""
     assert figures.hung == 0, f"{figures.hung} requests passed their deadline unanswered"

@@ -44,6 +44,7 @@ from tests.reliability.harness import (
     Observation,
     Run,
     assert_nothing_lost_or_let_through,
+    assert_recovered,
     settle,
     soak,
     soak_sections,
@@ -251,7 +252,7 @@ def test_a_chain_or_bundle_host_fault_under_load_changes_nothing_enforced(
         figures.recovery_s = None if first_new is None else round(first_new - soaked.cleared_at, 2)
     figures.write()
 
-    assert soaked.ready_after is not None
+    assert_recovered(soaked)
     assert_nothing_lost_or_let_through(figures, soaked.results)
     assert figures.seen, "neither /readyz nor /metrics showed the fault"
     assert figures.recovery_s is not None, figures.answers
