@@ -294,8 +294,18 @@ class WriteErrors:
 
     @staticmethod
     def available() -> str | None:
-        """None if strace can be used here; else why not."""
-        return None if shutil.which("strace") else "strace is not installed"
+        """None if strace can trace processes here; else why not."""
+        if not shutil.which("strace"):
+            return "strace is not installed"
+        probe = subprocess.run(
+            ["strace", "-qq", "-o", "/dev/null", "true"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return (
+            None if probe.returncode == 0 else f"strace cannot trace here: {probe.stderr.strip()}"
+        )
 
     async def start(self) -> None:
         calls = "write,pwrite64,writev,fsync,fdatasync"
