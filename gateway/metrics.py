@@ -123,7 +123,8 @@ class GatewayMetrics:
         )
         self.connections_timed_out = Counter(
             CONNECTIONS_TIMED_OUT,
-            "Connections closed for being too slow, by reason (header_timeout, body_timeout).",
+            "Connections closed for being too slow, by reason (header_timeout, body_timeout, "
+            "write_timeout).",
             ["reason"],
             registry=self.registry,
         )

@@ -367,6 +367,8 @@ class Limits(_Strict):
     """From connection (or a request's first byte) to the end of its headers; then closed."""
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """For the whole request body, from when it is read (408), or after the answer was sent."""
+    write_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """A client that takes none of its answer's bytes this long (send buffer full) is cut."""
     keep_alive_s: Annotated[int, Field(ge=1)] = 5
     """How long an idle keep-alive connection is kept open."""
     large_body_bytes: Annotated[int, Field(ge=0)] = 262_144

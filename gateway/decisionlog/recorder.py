@@ -14,6 +14,12 @@ The request path records a decision before it acts on it:
 
 So a crash never leaves a forwarded request out of the log: at worst its
 outcome record is missing, and ``agora log stats`` counts it as incomplete.
+
+A request never waits on a failing disk: with ``durability: record``, if the
+log starts failing while a record waits for its fsync, ``admit`` gives up at
+once (503, nothing forwarded; the queued decision is followed by an outcome
+record with that 503) and ``refused`` returns (the refusal is written once the
+disk recovers).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ logger = logging.getLogger("agora.decisions")
 MAX_MODEL_LABELS = 100
 ADMISSION_FAILURE_SHOWN_S = 60.0
 """How long /readyz shows that an allowed request was refused because it could not be logged."""
+FAILING_CHECK_S = 0.05
+"""How often a request waiting for its record's fsync checks whether the log started failing."""
 
 
 @dataclass
@@ -69,6 +77,12 @@ class Outcome:
     """Hash of ``input_document``, computed once for the request's records."""
     admitted: bool = False
     """Its allow decision is in the log (``admit`` returned); ``finished`` is still due."""
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Retrieve the outcome of a submission nobody waits for any more (no warning at exit)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class DecisionRecorder:
@@ -135,6 +149,9 @@ class DecisionRecorder:
         refusals are not held up by the disk). A record that cannot be queued is
         counted (``agora_decision_log_submit_errors_total``) and logged.
         """
+        if outcome.admitted:  # allowed and logged, then not forwarded: its outcome says why
+            await self.finished(outcome, status, reasons)
+            return
         self._count_decision(outcome, outcome_label(False, status))
         durable = self._config.durability == "record" and self._writer.state is not State.ERROR
         try:
@@ -142,7 +159,7 @@ class DecisionRecorder:
                 outcome, await self._input_hash(outcome), allow=False, status=status,
                 reasons=reasons, upstream_ns=outcome.upstream_ns,
             )  # fmt: skip
-            await self._writer.submit(entry, durable=durable)
+            await self._submit(entry, durable=durable)
         except DecisionLogError as exc:
             self._metrics.log_submit_errors.inc()
             logger.error("refusal %s could not be logged: %s", outcome.decision_id, exc)
@@ -165,6 +182,11 @@ class DecisionRecorder:
         built (UnrecordableDecision). The caller then answers 503 and records
         that with :meth:`refused`. A failed admission is counted in
         ``agora_decision_log_admission_failures_total``.
+
+        If the log starts failing while the record waits for its fsync, the
+        record stays queued (it is written once the disk recovers) and this
+        raises DecisionLogUnavailable at once; ``refused`` then adds the
+        outcome record (503) that says the request was not forwarded.
         """
         decision = outcome.decision
         if decision is None or not decision.allow:
@@ -176,7 +198,15 @@ class DecisionRecorder:
                 outcome, await self._input_hash(outcome), allow=True, status=None,
                 reasons=decision.reasons, upstream_ns=0, obligations=obligations,
             )  # fmt: skip
-            await self._writer.submit(entry, durable=self._config.durability == "record")
+            durable = await self._submit(entry, durable=self._config.durability == "record")
+            if not durable:
+                outcome.admitted = True  # its decision is queued: refused() adds the outcome
+                self._count_decision(outcome, "allowed")
+                self.counts.add(entry)
+                raise DecisionLogUnavailable(
+                    f"the decision log failed before this decision was on disk: "
+                    f"{self._writer.detail}"
+                )
         except DecisionLogError as exc:
             self._metrics.log_admission_failures.inc()
             self._last_admission_failure = (time.monotonic(), str(exc))
@@ -185,6 +215,25 @@ class DecisionRecorder:
         outcome.admitted = True
         self._count_decision(outcome, "allowed")
         self.counts.add(entry)
+
+    async def _submit(self, entry: DecisionEntry, *, durable: bool) -> bool:
+        """Queue ``entry``; with ``durable``, wait for its fsync unless the log starts failing.
+
+        True once durable (or queued, without ``durable``); False if the log
+        failed first (the record stays queued). Raises what ``submit`` raises.
+        """
+        if not durable:
+            await self._writer.submit(entry)
+            return True
+        waiting = asyncio.ensure_future(self._writer.submit(entry, durable=True))
+        waiting.add_done_callback(_retrieve)
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=FAILING_CHECK_S)
+            if done:
+                waiting.result()
+                return True
+            if self._writer.state is State.ERROR:
+                return False
 
     async def finished(self, outcome: Outcome, status: int, reasons: list[str]) -> None:
         """Record how an admitted request ended: the outcome record. Never raises.

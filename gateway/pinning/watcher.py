@@ -13,7 +13,8 @@ on a match handed to the PolicyStore (which OPA then activates atomically).
 A mismatched digest, a malformed bundle, an unreachable node or bundle never
 activates anything: the last verified version stays in force, reported stale
 after ``stale_after_s``. An older version than the one in force is never
-activated (no rollback through a lagging node). Whatever goes wrong in one
+activated (no rollback through a lagging node), and is reported (``warn``)
+for as long as the chain reports it. Whatever goes wrong in one
 round is reported and the next round runs: the watcher never dies.
 """
 
@@ -167,13 +168,13 @@ class RatificationWatcher:
                 reading,
             )
             return None
-        if active is not None and ratified.version <= active.version:
-            if ratified.version < active.version:
-                logger.warning(
-                    "the chain reports version %s but %s is in force; keeping it",
-                    ratified.version,
-                    active.version,
-                )
+        if active is not None and ratified.version < active.version:
+            # A node behind the chain, or a chain rolled back: shown, never followed.
+            older = f"the chain reports version {ratified.version}, older than the one in force"
+            logger.warning("%s; keeping version %s", older, active.version)
+            self._set(State.WARN, f"{older}; keeping version {active.version}", reading)
+            return None
+        if active is not None and ratified.version == active.version:
             self._set(State.OK, f"enforcing ratified version {active.version}", reading)
             return None
         return await self._activate(ratified, reading)

@@ -14,6 +14,11 @@ connection costs the attacker nothing. Here:
 - a body still arriving after the response was sent must end within
   ``limits.body_timeout_s``, else the connection is closed. (A body the
   application reads is bounded where it is read: gateway/deadlines.py.)
+- a response whose bytes the client stops taking (the send buffer stays full
+  for ``limits.write_timeout_s``) is cut: the connection is aborted, the
+  request ends as a client disconnect, and its request slot and upstream
+  stream are released. Without it, clients that ask for large answers and
+  never read them hold every request slot, and the gateway sheds everyone else.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ logger = logging.getLogger("agora.server")
 
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
+WRITE_TIMEOUT = "write_timeout"
 
 
 class _HeadersTooLarge(Exception):
@@ -42,6 +48,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     header_timeout_s: ClassVar[float] = 10.0
     body_timeout_s: ClassVar[float] = 30.0
+    write_timeout_s: ClassVar[float] = 30.0
     max_header_bytes: ClassVar[int] = 65_536
 
     @staticmethod
@@ -51,6 +58,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._head_too_large = False
 
@@ -60,7 +68,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._disarm_write()
         super().connection_lost(exc)
+
+    # The transport's flow control: paused while the send buffer is over its high-water mark.
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.write_timeout_s, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._disarm_write()
+        super().resume_writing()
 
     # The parser's callbacks, in the order it calls them.
 
@@ -121,6 +141,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def _disarm_write(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _write_stalled(self) -> None:
+        self._write_deadline = None
+        logger.debug("aborting a connection from %s: it stopped reading its answer", self.client)
+        self.on_timeout(WRITE_TIMEOUT)
+        self.transport.abort()  # close() would wait for the buffer the client does not read
+
     def _expire(self, reason: str) -> None:
         self._deadline = None
         if self.transport.is_closing():
@@ -136,6 +167,7 @@ def bounded_protocol(limits: Limits, notify: Callable[[str], None]) -> type[Boun
     class Configured(BoundedHttpProtocol):
         header_timeout_s = limits.header_timeout_s
         body_timeout_s = limits.body_timeout_s
+        write_timeout_s = limits.write_timeout_s
         max_header_bytes = limits.max_header_bytes
 
         @staticmethod

@@ -252,6 +252,38 @@ async def test_admit_refuses_while_the_disk_is_failing(
     assert [r["decision_id"] for r in lines(tmp_path)] == ["req-0001", "req-0003"]
 
 
+async def test_a_request_waiting_for_its_fsync_is_not_held_while_the_disk_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder, metrics = await recorder_for(tmp_path, durability="record")
+    real_fsync = os.fsync
+    failing = True
+
+    def broken_fsync(fd: int) -> None:
+        if failing:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    allowed = request(1)
+    started = time.monotonic()
+    with pytest.raises(DecisionLogUnavailable, match="failed before this decision was on disk"):
+        await recorder.admit(allowed)  # queued, then the fsync fails: not forwarded
+    await recorder.refused(allowed, 503, ["the decision log failed"])
+    await recorder.refused(request(2, allow=False), 403, ["no"])  # queued; returns
+    assert time.monotonic() - started < 2.0, "nobody waits for the disk to recover"
+    assert metrics.registry.get_sample_value("agora_decision_log_admission_failures_total") == 1
+    failing = False
+    await recorder.stop()
+    records = [(r["decision_id"], r["event"], r["allow"], r["status"]) for r in lines(tmp_path)]
+    assert records == [
+        ("req-0001", "decision", True, None),
+        ("req-0001", "outcome", None, 503),  # allowed, then not forwarded: it says so
+        ("req-0002", "decision", False, 403),
+    ]
+    assert stats([tmp_path / "decisions.jsonl"])["totals"]["upstream_failed"] == 1
+
+
 @pytest.mark.parametrize(
     "document", [{"x": float("nan")}, {"x": {1, 2}}, {"x": 10**400}], ids=["nan", "set", "bigint"]
 )

@@ -116,6 +116,27 @@ async def test_a_tampered_bundle_is_refused_and_the_old_version_stays(
     assert "digest mismatch" in watcher.detail
 
 
+async def test_a_chain_reporting_an_older_version_is_shown_and_never_followed(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    first = copy_policy(tmp_path, "v1")
+    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    second = copy_policy(tmp_path, "v2", "note := 2")
+    ratify_embedded(w3, deployment, second, second.as_uri())
+    store = PolicyStore()
+    assert await watcher_for(w3, deployment.registry, store, session).sync_once() is not None
+    # A node that lags (or a chain rolled back): only version 1 ratified there.
+    behind, behind_deployment, _ = start_embedded_governance(first, first.as_uri())
+    watcher = watcher_for(behind, behind_deployment.registry, store, session)
+    assert await watcher.sync_once() is None
+    assert store.active is not None and store.active.version == 2
+    assert watcher.state is State.WARN
+    assert "reports version 1, older than the one in force; keeping version 2" in watcher.detail
+    caught_up = watcher_for(w3, deployment.registry, store, session)
+    assert await caught_up.sync_once() is None
+    assert caught_up.state is State.OK
+
+
 async def test_confirmations_delay_activation(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:

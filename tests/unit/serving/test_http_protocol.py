@@ -13,29 +13,57 @@ from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import Limits
-from gateway.serving.http_protocol import BODY_TIMEOUT, HEADER_TIMEOUT, bounded_protocol
+from gateway.serving.http_protocol import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    WRITE_TIMEOUT,
+    bounded_protocol,
+)
 
 DEADLINE_S = 0.3
 GET = b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n"
+GET_LARGE = b"GET /large HTTP/1.1\r\nHost: test\r\n\r\n"
+CHUNK = b"x" * 65536
+LARGE_CHUNKS = 128
+"""An 8 MiB answer: far beyond what the socket buffers and the transport hold."""
 
 
-async def hello(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers at once, without reading any request body."""
-    if scope["type"] != "http":
-        return
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
-    )
-    await send({"type": "http.response.body", "body": b"hello"})
+def make_app(ended: list[str]) -> ASGIApp:
+    """``/large``: an 8 MiB answer sent over about a second (noting how it ended in ``ended``);
+    anything else: ``hello`` at once, without reading any request body."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/large":
+            size = str(len(CHUNK) * LARGE_CHUNKS).encode()
+            await send(
+                {"type": "http.response.start", "status": 200,
+                 "headers": [(b"content-length", size)]}
+            )  # fmt: skip
+            for _ in range(LARGE_CHUNKS):
+                await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
+                await asyncio.sleep(0.008)
+            await send({"type": "http.response.body", "body": b""})
+            message = await receive()
+            ended.append("disconnected" if message["type"] == "http.disconnect" else "complete")
+            return
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
+        )
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    return app
 
 
 class Server:
-    def __init__(self, port: int, timeouts: list[str]):
+    def __init__(self, port: int, timeouts: list[str], ended: list[str]):
         self.port = port
         self.timeouts = timeouts
+        self.ended = ended
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.port)
@@ -51,17 +79,26 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     timeouts: list[str] = []
-    limits = Limits(header_timeout_s=DEADLINE_S, body_timeout_s=DEADLINE_S, max_header_bytes=2048)
+    ended: list[str] = []
+    limits = Limits(
+        header_timeout_s=DEADLINE_S,
+        body_timeout_s=DEADLINE_S,
+        write_timeout_s=DEADLINE_S,
+        max_header_bytes=2048,
+    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        hello, http=bounded_protocol(limits, timeouts.append), lifespan="off", log_level="error"
+        make_app(ended),
+        http=bounded_protocol(limits, timeouts.append),
+        lifespan="off",
+        log_level="error",
     )
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve(sockets=[sock]))
     while not uv.started:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
-    yield Server(sock.getsockname()[1], timeouts)
+    yield Server(sock.getsockname()[1], timeouts, ended)
     uv.should_exit = True
     await task
 
@@ -153,4 +190,37 @@ async def test_a_body_that_arrives_in_time_keeps_the_connection(server: Server) 
     writer.write(GET)
     assert b"200 OK" in await asyncio.wait_for(reader.readuntil(b"hello"), 5)
     writer.close()
+    assert server.timeouts == []
+
+
+async def test_a_client_that_stops_reading_its_answer_is_cut_and_the_answer_ends(
+    server: Server,
+) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", server.port))
+    await loop.sock_sendall(sock, GET_LARGE)
+    started = time.monotonic()
+    while not server.ended and time.monotonic() - started < 5:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert server.ended == ["disconnected"], "the application saw its client go"
+    assert elapsed < DEADLINE_S + 2.0
+    assert server.timeouts == [WRITE_TIMEOUT]
+    assert b"200 OK" in await server.get(), "the server serves on"
+
+
+async def test_a_client_that_reads_its_large_answer_is_never_cut(server: Server) -> None:
+    reader, writer = await server.connect()
+    writer.write(GET_LARGE)
+    received = 0
+    while chunk := await asyncio.wait_for(reader.read(65536), 5):
+        received += len(chunk)
+        if received >= len(CHUNK) * LARGE_CHUNKS:
+            break
+    writer.close()
+    assert received > len(CHUNK) * LARGE_CHUNKS
     assert server.timeouts == []

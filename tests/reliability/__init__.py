@@ -1,0 +1,1 @@
+"""Soak tests: the gateway under steady load with faults injected, crashes, restarts."""
