@@ -17,6 +17,10 @@ import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
 /// @notice `AgoraQuadraticGovernor` with one module added: only members at the snapshot
 /// vote (`GovernorMembershipGate`), each weighing the square root of the tokens delegated
 /// to them. Everything else is OpenZeppelin's, as there.
+/// @dev The functions below are `AgoraGovernor`'s, line for line: they only name which of
+/// OpenZeppelin's modules answers, which Solidity requires of the most derived contract
+/// wherever two bases define a function (a shared abstract base cannot hold them: every
+/// voting module inherits `Governor` again, a second path that Solidity also counts).
 contract AgoraMembersQuadraticGovernor is
     Governor,
     GovernorSettings,

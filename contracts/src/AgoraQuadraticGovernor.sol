@@ -16,6 +16,10 @@ import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
 /// @notice `AgoraGovernor` with one module changed: votes weigh the integer square root
 /// of the delegated tokens at the snapshot, and the quorum is the square root of the
 /// token quorum (`GovernorVotesQuadratic`). Everything else is OpenZeppelin's, as there.
+/// @dev The functions below are `AgoraGovernor`'s, line for line: they only name which of
+/// OpenZeppelin's modules answers, which Solidity requires of the most derived contract
+/// wherever two bases define a function (a shared abstract base cannot hold them: every
+/// voting module inherits `Governor` again, a second path that Solidity also counts).
 contract AgoraQuadraticGovernor is
     Governor,
     GovernorSettings,
