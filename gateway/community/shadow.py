@@ -8,7 +8,9 @@ force decided. The bundles are served by OPA processes of their own, one per
 digest (:class:`ShadowPool`), started with the bundle as a local directory:
 never the enforcing OPA, never the bundle service, so a shadow bundle cannot
 reach an answer the gateway gives. Only bundles whose digest was checked
-against a proposal on chain (or the version in force) are loaded.
+against a proposal on chain (or the version in force) are loaded, and only
+once they compile without the built-ins that reach the network or the
+environment (gateway.community.sandbox).
 
 The same pool answers the page's "what would the policy say" form.
 """
@@ -29,11 +31,12 @@ from typing import Any
 
 import aiohttp
 
+from gateway.community.sandbox import check_untrusted_bundle
 from gateway.config import Shadow
 from gateway.decisionlog.figures import NO_GROUP
 from gateway.decisionlog.record import group_of
 from gateway.exceptions import AgoraError
-from gateway.policy.opa import find_opa, free_port
+from gateway.policy.opa import bare_environment, find_opa, free_port
 from gateway.redaction import redact_input
 
 logger = logging.getLogger("agora.shadow")
@@ -74,6 +77,11 @@ class ShadowOpa:
         self._workdir = tempfile.TemporaryDirectory(prefix="agora-shadow-")
         root = Path(self._workdir.name) / "bundle"
         await asyncio.to_thread(_write_files, root, self._files)
+        try:
+            await check_untrusted_bundle(self._binary, root, Path(self._workdir.name))
+        except BaseException:
+            await self.stop()
+            raise
         log = Path(self._workdir.name) / "opa.log"
         output = await asyncio.to_thread(log.open, "wb")
         try:
@@ -81,6 +89,7 @@ class ShadowOpa:
                 self._binary, "run", "--server", "--addr", f"127.0.0.1:{self.port}",
                 "--bundle", str(root), "--log-level", "error", "--skip-version-check",
                 stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
+                env=bare_environment(),
             )  # fmt: skip
         finally:
             output.close()  # the child keeps its own copy

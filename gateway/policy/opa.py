@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import socket
 import tempfile
@@ -67,6 +68,12 @@ def find_opa(binary: str) -> str:
             f"policy.opa_binary: {binary!r} not found on PATH; run scripts/install-tools.sh opa"
         )
     return found
+
+
+def bare_environment() -> dict[str, str]:
+    """The environment of an OPA process the gateway starts: a PATH, nothing of the
+    gateway's own (its secrets live there, and Rego's ``opa.runtime()`` reads it)."""
+    return {"PATH": os.environ.get("PATH", os.defpath)}
 
 
 def free_port() -> int:
@@ -171,6 +178,7 @@ class ManagedOpa:
             "--skip-version-check",
             "--shutdown-grace-period",
             "1",
+            env=bare_environment(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

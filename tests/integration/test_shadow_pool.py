@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.community.shadow import ShadowPool, Verdict
 
 
@@ -13,7 +15,7 @@ async def test_a_bundle_that_does_not_compile_is_an_error_and_is_not_restarted_a
     try:
         broken = {".manifest": b'{"roots": ["agora"]}', "agora/main.rego": b"package agora.main\n{"}
         first = await pool.decide("sha256:" + "e" * 64, broken, {})
-        assert first.error is not None and "did not start" in first.error
+        assert first.error is not None and "does not compile" in first.error
         second = await pool.decide("sha256:" + "e" * 64, broken, {})
         assert second.error == first.error
         assert pool.digests == frozenset()
@@ -34,6 +36,33 @@ async def test_a_shadow_opa_answers_for_its_bundle_alone() -> None:
         over = await pool.decide("sha256:" + "0" * 64, deny_all, {})
         assert over.error is not None and "max_bundles" in over.error
         await pool.keep_only(frozenset())
+        assert pool.digests == frozenset()
+    finally:
+        await pool.stop()
+
+
+READS_SECRETS = {
+    "http.send": 'reasons := [http.send({"method": "GET", "url": "http://127.0.0.1:1/"}).body]',
+    "opa.runtime": "reasons := [opa.runtime().env.AGORA_CALLER_KEY]",
+    "net.lookup_ip_addr": 'reasons := [sprintf("%v", [net.lookup_ip_addr("example.org")])]',
+}
+
+
+@pytest.mark.parametrize("builtin", sorted(READS_SECRETS))
+async def test_a_proposal_that_reaches_the_network_or_the_environment_is_not_loaded(
+    builtin: str,
+) -> None:
+    """Anyone may propose a bundle, and the dry-run form shows its reasons to anyone: one that
+    could send requests from the operator's network or read the gateway's environment (its
+    secrets) is refused before OPA loads it."""
+    pool = ShadowPool("opa", "agora/main", 2, 2000)
+    await pool.start()
+    rego = f"package agora.main\n\nallow := false\n\n{READS_SECRETS[builtin]}\n"
+    snooping = {".manifest": b'{"roots": ["agora"]}', "agora/main.rego": rego.encode()}
+    try:
+        verdict = await pool.decide("sha256:" + "1" * 64, snooping, {})
+        assert verdict.error is not None and "does not compile" in verdict.error
+        assert builtin in verdict.error
         assert pool.digests == frozenset()
     finally:
         await pool.stop()
