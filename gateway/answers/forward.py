@@ -31,6 +31,9 @@ from gateway.policy.engine import Decision, PolicyEngine
 from gateway.responses import error_for, error_response
 from gateway.upstream.pool import OnComplete, ProxyResponse, StreamOutcome, relayed_headers
 
+_ANSWERS = frozenset(range(200, 300)) - {204, 205}
+"""Statuses whose body is the model's answer, and is judged: every success that has a body."""
+
 
 class ResponsePolicy:
     """Judges answers as ``response`` configures (checkpoints, holdback, bounds)."""
@@ -68,7 +71,7 @@ class ResponsePolicy:
         """The caller's response to an answer that response policy (``judge``), or ``stages``
         alone (with no judge), read on its way; without either, use ProxyResponse directly.
         """
-        if upstream.status != 200:
+        if upstream.status not in _ANSWERS:  # an error or redirect of the upstream: not an answer
             return ProxyResponse(upstream, headers, started_ns, on_complete, total_s)  # type: ignore[return-value]
         if upstream.content_type == "text/event-stream":
             encoding = upstream.headers.get("content-encoding", "identity").strip().lower()
@@ -126,9 +129,9 @@ class ResponsePolicy:
         if decision is None or decision.allow:
             if judge is not None:
                 judge.verdict.chars_sent = judge.verdict.chars_judged
-            response = Response(raw, status_code=200)
+            response = Response(raw, status_code=upstream.status)
             response.raw_headers = relayed_headers(upstream, headers)
-            await on_complete(_ended(started_ns, 200, "complete"))
+            await on_complete(_ended(started_ns, upstream.status, "complete"))
             return response
         status = self._config.deny_status
         response = error_response(

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from gateway.answers.judge import AnswerJudge
 from gateway.exceptions import PolicyUnavailable
 from gateway.upstream.pool import StreamCut
-from gateway.upstream.sse import SseEvent, SseSplitter
+from gateway.upstream.sse import SseEvent, SseSplitter, parse_event
 
 DONE = "[DONE]"
 
@@ -96,10 +96,21 @@ class AnswerStream:
     async def end(self) -> Sequence[bytes]:
         rest = self._splitter.rest()
         judge = self._judge
-        if judge is None or judge.verdict.final:
+        if judge is None:
             return [rest]
+        if rest.strip():
+            # An event the upstream never ended is read like the others, so that no text of
+            # it reaches the caller unjudged (an SSE client may act on it): text that cannot
+            # be read as an event (lone CR line ends, say) cuts the stream as unjudgeable.
+            piece, chars = self._read([parse_event(rest)])
+            return [*await self._checkpoint(judge, piece, chars), *await self._final(judge)]
+        return await self._final(judge)
+
+    async def _final(self, judge: AnswerJudge) -> Sequence[bytes]:
+        """The end of the body: the whole answer judged once more, if it was not yet."""
+        if judge.verdict.final:
+            return []
         await self._settle(judge)
-        self._held.append((rest, 0))
         await self._ask(judge, judge.snapshot(final=True), self._chars)
         return self._release(judge)
 
@@ -129,8 +140,12 @@ class AnswerStream:
 
     async def _checkpoint(self, judge: AnswerJudge, piece: bytes, chars: int) -> Sequence[bytes]:
         verdict = judge.verdict
-        if verdict.final:  # judged whole already: whatever follows is not the answer's text
-            verdict.chars_sent += chars
+        if verdict.final:  # judged whole already: what follows must not be answer text
+            if chars:
+                verdict.failed = "the upstream sent answer text after the end of the answer"
+                raise StreamCut(
+                    "answer_unjudgeable", error_event(self._unjudgeable(verdict.failed))
+                )
             return [piece]
         ended = judge.answer.ended
         if not verdict.holdback:
@@ -192,9 +207,11 @@ class AnswerStream:
                 ),
             )
 
-    def _unjudgeable(self) -> dict[str, Any]:
+    def _unjudgeable(
+        self, why: str = "the upstream sent an event that is not JSON"
+    ) -> dict[str, Any]:
         return {
-            "message": "the upstream sent an event that is not JSON; the answer cannot be judged",
+            "message": f"{why}; the answer cannot be judged",
             "type": "upstream_error",
             "code": "answer_unjudgeable",
             "param": None,

@@ -75,7 +75,7 @@ async def test_a_clean_answer_passes_byte_identical_one_piece_per_upstream_chunk
         [chunks[1], chunks[2], chunks[3]],
         [],
         [chunks[4], chunks[5]],
-        [b""],
+        [],
     ]
     assert b"".join(b"".join(o) for o in out) == b"".join(chunks)
     assert [(a["text"], a["final"]) for a in policy.asked] == [
@@ -190,3 +190,36 @@ async def test_without_a_judge_stages_alone_filter_the_stream() -> None:
     answer = AnswerStream([DropUsage()], None, 10, "d-1")
     assert await answer.feed(chunk("a") + usage + DONE) == [chunk("a") + DONE]
     assert await answer.end() == [b""]
+
+
+async def test_an_event_the_upstream_never_ended_is_judged_too() -> None:
+    policy = StandInPolicy()
+    answer, judge = stream(policy, every=1000)
+    assert await answer.feed(chunk("fine ")) == []
+    unended = chunk("BAD").removesuffix(b"\n\n")  # the body ends inside this event
+    assert await answer.feed(unended) == []
+    with pytest.raises(StreamCut) as cut:
+        await answer.end()
+    assert cut.value.reason == "policy_denied" and policy.asked[-1]["text"] == "fine BAD"
+    assert judge.verdict.chars_sent == 0
+
+
+async def test_text_that_cannot_be_read_as_events_is_not_sent() -> None:
+    policy = StandInPolicy()
+    answer, _ = stream(policy, every=1000)
+    lone_cr = chunk("BAD").replace(b"\n", b"\r") * 3  # no line end the splitter knows
+    assert b"BAD" not in b"".join(await answer.feed(lone_cr))
+    with pytest.raises(StreamCut) as cut:
+        await answer.end()
+    assert cut.value.reason == "answer_unjudgeable"
+
+
+async def test_answer_text_after_the_end_of_the_answer_cuts_the_stream() -> None:
+    policy = StandInPolicy()
+    answer, judge = stream(policy, every=1000)
+    assert await answer.feed(chunk("fine") + STOP + DONE) == [chunk("fine") + STOP + DONE]
+    assert judge.verdict.final
+    with pytest.raises(StreamCut) as cut:
+        await answer.feed(chunk("BAD, after [DONE]"))
+    assert cut.value.reason == "answer_unjudgeable"
+    assert b"after the end of the answer" in cut.value.last
