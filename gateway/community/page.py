@@ -50,6 +50,18 @@ def short(proposal_id: str) -> str:
 
 TEMPLATES.env.filters["short"] = short
 NO_STORE = {"Cache-Control": "no-store"}
+PAGE_HEADERS = {
+    **NO_STORE,
+    # The page loads nothing and runs no script: the browser is told so, which also keeps
+    # anything that slipped past the templates' escaping (a proposal's text is anyone's)
+    # from running or calling out. Inline styles only (the stylesheet, the legend's swatches).
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 STATS_COMMAND = "agora log stats --figures --json"
 
 
@@ -292,7 +304,7 @@ async def diff_page(request: Request) -> Response:
             "error": result if isinstance(result, str) else None,
         },
         status_code=404 if isinstance(result, str) else 200,
-        headers=NO_STORE,
+        headers=PAGE_HEADERS,
     )
 
 
@@ -326,7 +338,7 @@ async def _render(request: Request, extra: dict[str, Any], status: int = 200) ->
         **extra,
     }
     return TEMPLATES.TemplateResponse(
-        request, "community.html", context, status_code=status, headers=NO_STORE
+        request, "community.html", context, status_code=status, headers=PAGE_HEADERS
     )
 
 
@@ -420,7 +432,7 @@ def _dry_run_error(
         return JSONResponse({"error": message}, status_code=status, headers=NO_STORE)
     return TEMPLATES.TemplateResponse(
         request, "error.html", {"message": message, "status": status}, status_code=status,
-        headers=NO_STORE,
+        headers=PAGE_HEADERS,
     )  # fmt: skip
 
 

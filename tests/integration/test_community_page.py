@@ -266,7 +266,11 @@ def test_the_page_in_a_browser(stack: Stack, traffic: list[int], tmp_path: Path)
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{gateway.url}/community")
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            loaded = page.goto(f"{gateway.url}/community")
+            assert loaded is not None
+            assert "default-src 'none'" in loaded.headers["content-security-policy"]
             expect(page.locator("#policy-version")).to_have_text("1")
             expect(page.locator("#proposal-table")).to_contain_text(stack.open_id)
             expect(page.locator("#proposal-table")).to_contain_text("Active")
@@ -293,6 +297,8 @@ def test_the_page_in_a_browser(stack: Stack, traffic: list[int], tmp_path: Path)
             expect(page.locator("#verdict-proposal .decision")).to_have_text("Allowed")
             expect(page.locator("#verdict-in_force")).to_contain_text("caller is anonymous")
             page.locator("#dry-run").screenshot(path=str(shots / "section-dry-run.png"))
+            # The page needs nothing its Content-Security-Policy refuses (styles, the form).
+            assert not [text for text in console if "Content Security Policy" in text], console
         finally:
             browser.close()
     # The dry run wrote nothing to the decision log.
