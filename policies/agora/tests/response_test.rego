@@ -51,6 +51,19 @@ test_normalised_texts_are_what_is_scanned if {
 	response.reasons == [key_reason] with input as given
 }
 
+test_every_kind_of_pem_private_key_block_is_denied if {
+	every header in [
+		"-----BEGIN PRIVATE KEY-----", "-----BEGIN RSA PRIVATE KEY-----",
+		"-----BEGIN EC PRIVATE KEY-----", "-----BEGIN OPENSSH PRIVATE KEY-----",
+		"-----BEGIN ENCRYPTED PRIVATE KEY-----", "-----BEGIN DSA PRIVATE KEY-----",
+		"-----BEGIN PGP PRIVATE KEY BLOCK-----",
+	] {
+		d := response with input as answer(sprintf("here: %s abc", [lower(header)]), [], false)
+		not d.allow
+		count(d.reasons) == 1
+	}
+}
+
 test_reason_never_echoes_the_answer if {
 	secret := "-----BEGIN RSA PRIVATE KEY----- MIIEowIBAAKCAQEA"
 	d := response with input as answer(secret, [], false)
@@ -64,7 +77,8 @@ test_malformed_term_fails_closed if {
 	config := f.config_set("/answer_deny_terms/-", {"id": "", "term": "x"})
 	d := response with input as answer("clean", [], false) with data.agora.config as config
 	not d.allow
-	d.reasons == ["answer_deny_terms[4] is not a valid term (it needs an id and a non-empty term); the policy stops answers until it is fixed"]
+	appended := count(data.agora.config.answer_deny_terms)
+	d.reasons == [sprintf("answer_deny_terms[%d] is not a valid term (it needs an id and a non-empty term); the policy stops answers until it is fixed", [appended])]
 }
 
 test_no_terms_configured_allows_everything if {
