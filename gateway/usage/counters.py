@@ -40,11 +40,11 @@ TOKEN_FIELDS = ("prompt", "completion", "total", "estimated")
 MAX_CONNECTIONS = 64
 """Connections to Redis per gateway process; one is held for one round trip only."""
 EXPIRY_GRACE_S = 300
+"""How long a cell outlives its window: tokens of a long answer still land in it."""
 Result = TypeVar("Result")
 Change = tuple[int, int, int, int, int]
 """A change of a cell's requests, prompt, completion, total and estimated counts."""
 _REFUND: Change = (-1, 0, 0, 0, 0)
-"""How long a cell outlives its window: tokens of a long answer still land in it."""
 
 
 _CHARGE = """
