@@ -110,6 +110,7 @@ async def enforce(request: Request) -> Response:
         auth_done = time.perf_counter_ns()
 
         # 3. Count the request in the caller's budgets, and ask policy.
+        request_headers = request.headers.items()  # decoded once: for policy, then the upstream
         facts = RequestFacts(
             api=api,
             model=model,
@@ -118,9 +119,7 @@ async def enforce(request: Request) -> Response:
             method=request.method,
             path=target.path,
             query=target.query,
-            headers={
-                k: v for k, v in request.headers.items() if k in gateway.settings.header_allowlist
-            },
+            headers={k: v for k, v in request_headers if k in gateway.settings.header_allowlist},
             upstream=upstream.name,
             texts=parsed.texts if parsed is not None else [],
         )
@@ -210,7 +209,7 @@ async def enforce(request: Request) -> Response:
             return JSONResponse(listing, headers=headers)
         # A body judged as JSON goes out as JSON; an opaque one (another API's upload) as sent.
         opaque_type = request.headers.get("content-type") if raw_body else None
-        forward_headers = request.headers.items()
+        forward_headers = request_headers
         if judge is not None or charge.cells:  # an answer to judge or meter must come uncompressed
             forward_headers = [(n, v) for n, v in forward_headers if n != "accept-encoding"]
             forward_headers.append(("accept-encoding", "identity"))

@@ -124,14 +124,14 @@ class ResponsePolicy:
             if judge is not None and isinstance(exc, (PolicyUnavailable, AnswerUnjudgeable)):
                 judge.verdict.failed = str(exc)
             response = error_for(exc, headers, decision_id=decision_id)
-            await on_complete(_ended(started_ns, response.status_code, _reason(exc)))
+            await on_complete(StreamOutcome.ended(started_ns, response.status_code, _reason(exc)))
             return response
         if decision is None or decision.allow:
             if judge is not None:
                 judge.verdict.chars_sent = judge.verdict.chars_judged
             response = Response(raw, status_code=upstream.status)
             response.raw_headers = relayed_headers(upstream, headers)
-            await on_complete(_ended(started_ns, upstream.status, "complete"))
+            await on_complete(StreamOutcome.ended(started_ns, upstream.status, "complete"))
             return response
         status = self._config.deny_status
         response = error_response(
@@ -139,7 +139,7 @@ class ResponsePolicy:
             "policy_denied", "policy_denied", headers, decision_id=decision_id,
             policy_version=decision.version.version, reasons=decision.reasons,
         )  # fmt: skip
-        await on_complete(_ended(started_ns, status, "policy_denied"))
+        await on_complete(StreamOutcome.ended(started_ns, status, "policy_denied"))
         return response
 
 
@@ -149,8 +149,3 @@ def _reason(exc: AgoraError) -> str:
     if isinstance(exc, AnswerUnjudgeable):
         return "answer_unjudgeable"
     return "upstream_failed"
-
-
-def _ended(started_ns: int, status: int, reason: str) -> StreamOutcome:
-    elapsed_us = (time.perf_counter_ns() - started_ns) // 1000
-    return StreamOutcome(status, reason == "complete", reason, elapsed_us)

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from gateway.answers.judge import AnswerJudge
 from gateway.exceptions import PolicyUnavailable
 from gateway.upstream.pool import StreamCut
-from gateway.upstream.sse import SseEvent, SseSplitter, parse_event
+from gateway.upstream.sse import SseEvent, SseSplitter, json_object, parse_event
 
 DONE = "[DONE]"
 
@@ -121,7 +121,7 @@ class AnswerStream:
         answer = self._judge.answer if self._judge is not None else None
         for event in events:
             data = event.data
-            doc = _object(data) if data is not None and data != DONE else None
+            doc = json_object(data) if data is not None and data != DONE else None
             dropped = False
             if doc is not None:
                 for stage in self._stages:
@@ -229,12 +229,3 @@ class AnswerStream:
         released, self._held = held[:cut], held[cut:]
         judge.verdict.chars_sent += sum(chars for _, chars in released)
         return [piece for piece, _ in released]
-
-
-def _object(data: str) -> dict[str, Any] | None:
-    """An event's data as a JSON object, or None (not JSON: passed on, never judged as text)."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None

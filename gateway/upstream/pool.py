@@ -83,6 +83,12 @@ class StreamOutcome:
     """"complete", "client_disconnected", "upstream_cut", "deadline", or a filter's StreamCut."""
     upstream_us: int
 
+    @classmethod
+    def ended(cls, started_ns: int, status: int, reason: str) -> StreamOutcome:
+        """The outcome of a response that ends now, for ``reason``, forwarded at ``started_ns``."""
+        elapsed_us = (time.perf_counter_ns() - started_ns) // 1000
+        return cls(status, reason == "complete", reason, elapsed_us)
+
 
 OnComplete = Callable[[StreamOutcome], Awaitable[None]]
 
@@ -287,8 +293,7 @@ class ProxyResponse:
                 self._upstream.release()
             else:
                 self._upstream.close()
-            elapsed_us = (time.perf_counter_ns() - self._started_ns) // 1000
-            outcome = StreamOutcome(self._upstream.status, reason == "complete", reason, elapsed_us)
+            outcome = StreamOutcome.ended(self._started_ns, self._upstream.status, reason)
             with anyio.CancelScope(shield=True):
                 await self._on_complete(outcome)
 

@@ -13,7 +13,9 @@ event and passed on at its end as it is.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +81,12 @@ def parse_event(raw: bytes) -> SseEvent:
         elif field == "event":
             name = value
     return SseEvent(raw, name, "\n".join(data) if data else None)
+
+
+def json_object(data: str | bytes) -> dict[str, Any] | None:
+    """An event's data (or a whole JSON answer) as a JSON object; None when it is not one."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None

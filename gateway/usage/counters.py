@@ -40,11 +40,11 @@ TOKEN_FIELDS = ("prompt", "completion", "total", "estimated")
 MAX_CONNECTIONS = 64
 """Connections to Redis per gateway process; one is held for one round trip only."""
 EXPIRY_GRACE_S = 300
+"""How long a cell outlives its window: tokens of a long answer still land in it."""
 Result = TypeVar("Result")
 Change = tuple[int, int, int, int, int]
 """A change of a cell's requests, prompt, completion, total and estimated counts."""
 _REFUND: Change = (-1, 0, 0, 0, 0)
-"""How long a cell outlives its window: tokens of a long answer still land in it."""
 
 
 _CHARGE = """
@@ -167,12 +167,20 @@ class LocalCounters:
         return tallies
 
     async def refund(self, cells: Sequence[Cell]) -> None:
+        self.refund_now(cells)
+
+    async def add_tokens(self, cells: Sequence[Cell], tokens: Tokens) -> None:
+        self.add_tokens_now(cells, tokens)
+
+    def refund_now(self, cells: Sequence[Cell]) -> None:
+        """``refund`` without a coroutine: nothing in this process is waited for."""
         for cell in cells:
             counts = self._cells.get(cell)
             if counts is not None and counts[0] > 0:
                 counts[0] -= 1
 
-    async def add_tokens(self, cells: Sequence[Cell], tokens: Tokens) -> None:
+    def add_tokens_now(self, cells: Sequence[Cell], tokens: Tokens) -> None:
+        """``add_tokens`` without a coroutine: nothing in this process is waited for."""
         for cell in cells:
             counts = self._cells.setdefault(cell, [0, 0, 0, 0, 0])
             for index, value in enumerate(tokens.fields(), start=1):

@@ -4,8 +4,9 @@ Before policy is asked, ``charge`` counts the request in every window for its
 caller and groups and returns what they had used before it: that is
 ``input.usage``. One call to the counters, so one round trip to Redis. A
 request that is not forwarded is refunded; a forwarded one adds its tokens
-when its answer is over. Refunds and tokens go to the counters in the
-background, off the answer's path; ``stop`` waits for them.
+when its answer is over. Refunds and tokens go to shared counters in the
+background, off the answer's path (``stop`` waits for them); local counters
+take them at once, without a task.
 
 When Redis cannot be reached, ``usage.on_unavailable`` decides: ``fail_closed``
 refuses the request (503) before anything is forwarded, ``local`` counts it in
@@ -135,7 +136,11 @@ class UsageLedger:
 
     def refund(self, charge: Charge) -> None:
         """Take back the request of ``charge``: it was not forwarded."""
-        if charge.cells:
+        if not charge.cells:
+            return
+        if isinstance(charge.counters, LocalCounters):
+            charge.counters.refund_now(charge.cells)  # no task per request for a dict update
+        else:
             self._in_background("refund", charge.counters.refund(charge.cells))
 
     def add_tokens(self, charge: Charge, tokens: Tokens) -> None:
@@ -145,7 +150,10 @@ class UsageLedger:
         source = "estimated" if tokens.estimated else "reported"
         self._metrics.usage_tokens.labels("prompt", source).inc(tokens.prompt)
         self._metrics.usage_tokens.labels("completion", source).inc(tokens.completion)
-        self._in_background("tokens", charge.counters.add_tokens(charge.cells, tokens))
+        if isinstance(charge.counters, LocalCounters):
+            charge.counters.add_tokens_now(charge.cells, tokens)
+        else:
+            self._in_background("tokens", charge.counters.add_tokens(charge.cells, tokens))
 
     def _subjects(self, caller: Caller) -> list[str]:
         """The caller's own subject, then its groups (authenticated callers only)."""

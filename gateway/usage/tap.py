@@ -12,10 +12,9 @@ path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-from gateway.upstream.sse import SseEvent, SseSplitter
+from gateway.upstream.sse import SseEvent, SseSplitter, json_object
 from gateway.usage.counters import Tokens
 from gateway.usage.meter import UsageMeter
 
@@ -61,7 +60,7 @@ class UsageTap:
     def result(self) -> Tokens:
         """What the answer used, once it is over."""
         if self._json is not None and 0 < self._json_size <= MAX_JSON_BYTES:
-            doc = _json_object(b"".join(self._json))
+            doc = json_object(b"".join(self._json))
             if doc is not None:
                 self._meter.observe_body(doc)
         return self._meter.result()
@@ -70,13 +69,5 @@ class UsageTap:
         data = event.data
         if data is None or not data.startswith("{"):
             return False
-        doc = _json_object(data)
+        doc = json_object(data)
         return doc is not None and self._meter.observe_event(doc)
-
-
-def _json_object(text: str | bytes) -> dict[str, object] | None:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None

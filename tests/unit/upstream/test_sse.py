@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.upstream.sse import SseSplitter, parse_event
+from gateway.upstream.sse import SseSplitter, json_object, parse_event
 
 STREAM = (
     b'data: {"a": 1}\n\n'
@@ -64,3 +64,11 @@ def test_a_line_separator_inside_json_stays_in_the_data() -> None:
 def test_field_without_space_and_unknown_fields() -> None:
     event = parse_event(b"data:x\nid: 7\nretry: 10\n\n")
     assert (event.name, event.data) == (None, "x")
+
+
+def test_event_data_is_read_as_a_json_object_or_not_at_all() -> None:
+    assert json_object('{"choices": []}') == {"choices": []}
+    assert json_object(b'{"usage": {"prompt_tokens": 3}}') == {"usage": {"prompt_tokens": 3}}
+    assert json_object("[DONE]") is None
+    assert json_object("[1, 2]") is None
+    assert json_object(b"\xff{") is None

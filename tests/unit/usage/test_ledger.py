@@ -38,6 +38,20 @@ async def settled(usage: UsageLedger) -> None:
         await asyncio.sleep(0)
 
 
+async def test_local_counters_take_refunds_and_tokens_at_once_without_a_task() -> None:
+    usage = ledger(Clock(0.0))
+    refused = await usage.charge(ANONYMOUS)
+    forwarded = await usage.charge(ANONYMOUS)
+    tasks = len(asyncio.all_tasks())
+    usage.refund(refused)
+    usage.add_tokens(forwarded, Tokens(7, 3))
+    assert len(asyncio.all_tasks()) == tasks
+    after = (await usage.charge(ANONYMOUS)).document["caller"]["minute"]
+    assert after == {
+        "requests": 1, "tokens": {"prompt": 7, "completion": 3, "total": 10}, "estimated": 0,
+    }  # fmt: skip
+
+
 def test_windows_are_aligned_on_the_epoch() -> None:
     minute, day = Windows({"minute": 60, "day": 86_400}).current(86_400 * 3 + 125.5)
     assert (minute.start, minute.end, minute.resets_in_s(86_400 * 3 + 125.5)) == (
