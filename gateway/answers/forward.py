@@ -60,7 +60,7 @@ class ResponsePolicy:
     async def respond(
         self,
         upstream: aiohttp.ClientResponse,
-        judge: AnswerJudge | None,
+        judge: AnswerJudge,
         headers: dict[str, str],
         decision_id: str,
         started_ns: int,
@@ -68,8 +68,8 @@ class ResponsePolicy:
         total_s: float,
         stages: Sequence[Stage] = (),
     ) -> Response:
-        """The caller's response to an answer that response policy (``judge``), or ``stages``
-        alone (with no judge), read on its way; without either, use ProxyResponse directly.
+        """The caller's response to an answer that response policy (``judge``) reads on its way,
+        and ``stages`` beside it (an answer only usage reads goes through gateway.usage.tap).
         """
         if upstream.status not in _ANSWERS:  # an error or redirect of the upstream: not an answer
             return ProxyResponse(upstream, headers, started_ns, on_complete, total_s)  # type: ignore[return-value]
@@ -94,7 +94,7 @@ class ResponsePolicy:
     async def _whole(
         self,
         upstream: aiohttp.ClientResponse,
-        judge: AnswerJudge | None,
+        judge: AnswerJudge,
         headers: dict[str, str],
         decision_id: str,
         started_ns: int,
@@ -104,7 +104,6 @@ class ResponsePolicy:
     ) -> Response:
         """Read, judge, then answer: the upstream's bytes, or a policy_denied error."""
         response: Response
-        decision: Decision | None = None
         try:
             try:
                 remaining_s = max(deadline_s - time.perf_counter_ns() / 1e9, 0)
@@ -116,19 +115,17 @@ class ResponsePolicy:
             doc = parse_answer(raw)
             for stage in stages:
                 stage.observe_body(doc)
-            if judge is not None:
-                judge.answer.add_body(doc)
-                judge.answer.ended = True
-                decision = await judge.judge(judge.snapshot(final=True), judge.answer.chars)
+            judge.answer.add_body(doc)
+            judge.answer.ended = True
+            decision = await judge.judge(judge.snapshot(final=True), judge.answer.chars)
         except AgoraError as exc:
-            if judge is not None and isinstance(exc, (PolicyUnavailable, AnswerUnjudgeable)):
+            if isinstance(exc, (PolicyUnavailable, AnswerUnjudgeable)):
                 judge.verdict.failed = str(exc)
             response = error_for(exc, headers, decision_id=decision_id)
             await on_complete(StreamOutcome.ended(started_ns, response.status_code, _reason(exc)))
             return response
-        if decision is None or decision.allow:
-            if judge is not None:
-                judge.verdict.chars_sent = judge.verdict.chars_judged
+        if decision.allow:
+            judge.verdict.chars_sent = judge.verdict.chars_judged
             response = Response(raw, status_code=upstream.status)
             response.raw_headers = relayed_headers(upstream, headers)
             await on_complete(StreamOutcome.ended(started_ns, upstream.status, "complete"))

@@ -67,7 +67,7 @@ class AnswerStream:
     def __init__(
         self,
         stages: Sequence[Stage],
-        judge: AnswerJudge | None,
+        judge: AnswerJudge,
         checkpoint_chars: int,
         decision_id: str,
         overlap_chars: int = 0,
@@ -89,15 +89,11 @@ class AnswerStream:
 
     async def feed(self, chunk: bytes) -> Sequence[bytes]:
         piece, chars = self._read(self._splitter.feed(chunk))
-        if self._judge is None:
-            return [piece]
         return await self._checkpoint(self._judge, piece, chars)
 
     async def end(self) -> Sequence[bytes]:
         rest = self._splitter.rest()
         judge = self._judge
-        if judge is None:
-            return [rest]
         if rest.strip():
             # An event the upstream never ended is read like the others, so that no text of
             # it reaches the caller unjudged (an SSE client may act on it): text that cannot
@@ -118,7 +114,7 @@ class AnswerStream:
         """What of these events the caller may receive, and the characters of answer they add."""
         kept: list[bytes] = []
         chars = 0
-        answer = self._judge.answer if self._judge is not None else None
+        answer = self._judge.answer
         for event in events:
             data = event.data
             doc = json_object(data) if data is not None and data != DONE else None
@@ -126,11 +122,10 @@ class AnswerStream:
             if doc is not None:
                 for stage in self._stages:
                     dropped = stage.observe_event(doc) or dropped
-                if answer is not None:
-                    chars += answer.add_event(event.name, doc)
-            elif answer is not None and data == DONE:
+                chars += answer.add_event(event.name, doc)
+            elif data == DONE:
                 answer.ended = True
-            elif self._judge is not None and data is not None:
+            elif data is not None:
                 self._judge.verdict.failed = "the upstream sent an event that is not JSON"
                 raise StreamCut("answer_unjudgeable", error_event(self._unjudgeable()))
             if not dropped:

@@ -185,13 +185,6 @@ async def test_stages_see_every_event_in_order_and_may_drop_one() -> None:
     assert judge.answer.usage == {"total_tokens": 3}  # policy still sees the usage
 
 
-async def test_without_a_judge_stages_alone_filter_the_stream() -> None:
-    usage = b'data: {"choices": [], "usage": {"total_tokens": 3}}\n\n'
-    answer = AnswerStream([DropUsage()], None, 10, "d-1")
-    assert await answer.feed(chunk("a") + usage + DONE) == [chunk("a") + DONE]
-    assert await answer.end() == [b""]
-
-
 async def test_an_event_the_upstream_never_ended_is_judged_too() -> None:
     policy = StandInPolicy()
     answer, judge = stream(policy, every=1000)
