@@ -242,6 +242,7 @@ def test_same_decisions_as_the_reference_bundle(servers: list[str]) -> None:
                     .get("result")
                     for url in servers
                 )
+                assert reference is not None, f"no decision for input {json.dumps(doc)}"
                 assert current == reference, (
                     f"input {json.dumps(doc)} under config {json.dumps(data)}"
                 )
