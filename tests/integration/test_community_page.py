@@ -254,9 +254,11 @@ def test_the_proposals_and_versions_are_read_from_the_chain(stack: Stack) -> Non
     assert len(added) == 3 and '"demo-large"' in added[0] and "secret-word" in added[2]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 def test_the_page_in_a_browser(stack: Stack, traffic: list[int], tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-tools.sh chromium")
 
     gateway = stack.gateway
     shots = Path(os.environ.get("AGORA_SCREENSHOT_DIR") or tmp_path)

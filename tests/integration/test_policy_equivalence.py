@@ -185,7 +185,10 @@ def reference_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["git", "archive", REFERENCE_COMMIT, "policies"], cwd=ROOT, capture_output=True, check=False
     )
     if archive.returncode != 0:
-        pytest.skip(f"reference commit {REFERENCE_COMMIT} is not in this checkout")
+        pytest.fail(
+            f"reference commit {REFERENCE_COMMIT} is not in this checkout"
+            " (a shallow clone? git fetch --unshallow)"
+        )
     target = tmp_path_factory.mktemp("reference")
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")
@@ -239,6 +242,7 @@ def test_same_decisions_as_the_reference_bundle(servers: list[str]) -> None:
                     .get("result")
                     for url in servers
                 )
+                assert reference is not None, f"no decision for input {json.dumps(doc)}"
                 assert current == reference, (
                     f"input {json.dumps(doc)} under config {json.dumps(data)}"
                 )

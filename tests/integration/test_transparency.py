@@ -135,6 +135,7 @@ def test_inclusion_and_consistency_proofs_verify(gateway: RunningGateway) -> Non
     ).json()
     assert proofs["tree_size"] == head.size and b64(proofs["root_hash"]) == head.root
     indices = [each["index"] for each in proofs["inclusions"]]
+    assert indices, "the logged decision has no inclusion proof"
     assert [parse_line(lines[i].rstrip(b"\n"))["decision_id"] for i in indices] == [
         decision_id
     ] * len(indices)

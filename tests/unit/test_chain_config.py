@@ -7,22 +7,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from gateway.exceptions import ConfigError
 
 REGISTRY = "0x" + "11" * 20
 
 
-def settings_with(tmp_path: Path, governance: dict[str, object]) -> None:
+def settings_with(tmp_path: Path, governance: dict[str, object]) -> Settings:
     path = tmp_path / "agora.yaml"
     path.write_text(yaml.safe_dump({"auth": {"required": False}, "governance": governance}))
-    load_settings(path, {})
+    return load_settings(path, {})
 
 
 def test_chain_rpc_is_still_accepted_and_is_the_default(tmp_path: Path) -> None:
     nodes = {"rpc_urls": ["http://127.0.0.1:8545"], "registry": REGISTRY}
-    settings_with(tmp_path, {"chain": "rpc", **nodes})
-    settings_with(tmp_path, nodes)
+    for section in ({"chain": "rpc", **nodes}, nodes):
+        governance = settings_with(tmp_path, section).governance
+        assert governance is not None and governance.chain == "rpc"
 
 
 def test_chain_embedded_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:

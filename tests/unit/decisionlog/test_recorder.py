@@ -226,19 +226,31 @@ async def test_admit_refuses_when_the_writer_is_not_running(tmp_path: Path) -> N
     assert metrics.registry.get_sample_value("agora_decision_log_submit_errors_total") == 1
 
 
+class FullDisk:
+    """``os.fsync`` failing with ENOSPC until ``failing`` is cleared."""
+
+    def __init__(self) -> None:
+        self.failing = True
+        self._fsync = os.fsync
+
+    def __call__(self, fd: int) -> None:
+        if self.failing:
+            raise OSError(28, "No space left on device")
+        self._fsync(fd)
+
+
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> FullDisk:
+    """From now on the disk is full, until the returned ``failing`` is cleared."""
+    disk = FullDisk()
+    monkeypatch.setattr(os, "fsync", disk)
+    return disk
+
+
 async def test_admit_refuses_while_the_disk_is_failing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder, _ = await recorder_for(tmp_path, durability="batch")
-    real_fsync = os.fsync
-    failing = True
-
-    def broken_fsync(fd: int) -> None:
-        if failing:
-            raise OSError(28, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    disk = full_disk(monkeypatch)
     await recorder.refused(request(1, allow=False), 403, ["no"])
     for _ in range(500):  # the write fails, and is retried with back-off
         if recorder.state is State.ERROR:
@@ -247,7 +259,7 @@ async def test_admit_refuses_while_the_disk_is_failing(
     with pytest.raises(DecisionLogUnavailable, match="failing"):
         await recorder.admit(request(2))
     await recorder.refused(request(3), 503, ["the decision log is failing"])  # still queued
-    failing = False
+    disk.failing = False
     await recorder.stop()
     assert [r["decision_id"] for r in lines(tmp_path)] == ["req-0001", "req-0003"]
 
@@ -256,15 +268,7 @@ async def test_a_request_waiting_for_its_fsync_is_not_held_while_the_disk_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder, metrics = await recorder_for(tmp_path, durability="record")
-    real_fsync = os.fsync
-    failing = True
-
-    def broken_fsync(fd: int) -> None:
-        if failing:
-            raise OSError(28, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", broken_fsync)
+    disk = full_disk(monkeypatch)
     allowed = request(1)
     started = time.monotonic()
     with pytest.raises(DecisionLogUnavailable, match="failed before this decision was on disk"):
@@ -273,7 +277,7 @@ async def test_a_request_waiting_for_its_fsync_is_not_held_while_the_disk_fails(
     await recorder.refused(request(2, allow=False), 403, ["no"])  # queued; returns
     assert time.monotonic() - started < 2.0, "nobody waits for the disk to recover"
     assert metrics.registry.get_sample_value("agora_decision_log_admission_failures_total") == 1
-    failing = False
+    disk.failing = False
     await recorder.stop()
     records = [(r["decision_id"], r["event"], r["allow"], r["status"]) for r in lines(tmp_path)]
     assert records == [

@@ -320,15 +320,20 @@ async def test_recovery_sets_a_torn_last_line_aside_and_continues(
     assert [r["seq"] for r in records(path)] == list(range(1, 16))
 
 
-async def test_recovery_refuses_a_complete_last_line_that_is_not_a_valid_record(
-    tmp_path: Path,
-) -> None:
+async def five_lines(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """A stopped log of five records: its path and its lines, newlines kept, to damage."""
     writer = await started(config(tmp_path))
     for i in range(5):
         await writer.submit(decision(i))
     await writer.stop()
     path = tmp_path / "decisions.jsonl"
-    lines = path.read_bytes().splitlines(keepends=True)
+    return path, path.read_bytes().splitlines(keepends=True)
+
+
+async def test_recovery_refuses_a_complete_last_line_that_is_not_a_valid_record(
+    tmp_path: Path,
+) -> None:
+    path, lines = await five_lines(tmp_path)
     lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")  # still ends in a newline
     altered = b"".join(lines)
     path.write_bytes(altered)
@@ -345,12 +350,7 @@ async def test_recovery_refuses_a_complete_last_line_that_is_not_a_valid_record(
 
 
 async def test_recovery_refuses_an_invalid_line_before_a_torn_tail(tmp_path: Path) -> None:
-    writer = await started(config(tmp_path))
-    for i in range(5):
-        await writer.submit(decision(i))
-    await writer.stop()
-    path = tmp_path / "decisions.jsonl"
-    lines = path.read_bytes().splitlines(keepends=True)
+    path, lines = await five_lines(tmp_path)
     lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")
     path.write_bytes(b"".join(lines) + torn_piece(6))
     writer = DecisionLogWriter(config(tmp_path), environ=ENV)
@@ -360,12 +360,7 @@ async def test_recovery_refuses_an_invalid_line_before_a_torn_tail(tmp_path: Pat
 
 
 async def test_recovery_refuses_damage_before_the_last_line(tmp_path: Path) -> None:
-    writer = await started(config(tmp_path))
-    for i in range(5):
-        await writer.submit(decision(i))
-    await writer.stop()
-    path = tmp_path / "decisions.jsonl"
-    lines = path.read_bytes().splitlines(keepends=True)
+    path, lines = await five_lines(tmp_path)
     lines[-2] = lines[-2].replace(b"d-000003", b"d-000099")  # not what a crash does
     lines[-1] = lines[-1].replace(b"d-000004", b"d-000099")
     path.write_bytes(b"".join(lines))

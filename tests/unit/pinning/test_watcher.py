@@ -26,6 +26,7 @@ from gateway.chain.registry import Ratification, RegistryClient
 from gateway.chain.rpc import connect
 from gateway.config import Governance, Settings, load_settings
 from gateway.exceptions import ChainError, ConfigError
+from gateway.gov.deploy import Deployment
 from gateway.gov.governance import Governance as Community
 from gateway.gov.governance import Support
 from gateway.lifecycle import State
@@ -48,6 +49,12 @@ def copy_policy(tmp_path: Path, name: str, extra: str = "") -> Path:
     if extra:
         (target / "agora" / "extra.rego").write_text(f"package agora.extra\n\n{extra}\n")
     return target
+
+
+def governed_from_v1(tmp_path: Path) -> tuple[Web3, Deployment, Ratification]:
+    """A fresh embedded chain with a copy of policies/ ratified as version 1."""
+    first = copy_policy(tmp_path, "v1")
+    return start_embedded_governance(first, first.as_uri())
 
 
 @pytest.fixture
@@ -80,8 +87,7 @@ def watcher_for(
 async def test_ratified_versions_are_activated_in_order(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, ratification = start_embedded_governance(first, first.as_uri())
+    w3, deployment, ratification = governed_from_v1(tmp_path)
     store = PolicyStore()
     watcher = watcher_for(w3, deployment.registry, store, session)
     activated = await watcher.sync_once()
@@ -101,8 +107,7 @@ async def test_ratified_versions_are_activated_in_order(
 async def test_a_tampered_bundle_is_refused_and_the_old_version_stays(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
     store = PolicyStore()
     watcher = watcher_for(w3, deployment.registry, store, session)
     await watcher.sync_once()
@@ -140,8 +145,7 @@ async def test_a_chain_reporting_an_older_version_is_shown_and_never_followed(
 async def test_confirmations_delay_activation(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
     store = PolicyStore()
     watcher = watcher_for(w3, deployment.registry, store, session, confirmations=3)
     assert await watcher.sync_once() is None  # the execute block is the head: not confirmed yet
@@ -153,8 +157,7 @@ async def test_confirmations_delay_activation(
 async def test_unreachable_chain_keeps_the_last_verified_version(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
     store = PolicyStore()
     await watcher_for(w3, deployment.registry, store, session).sync_once()
     dead = Web3(HTTPProvider("http://127.0.0.1:9", request_kwargs={"timeout": 1}))
@@ -211,8 +214,7 @@ def tar_gz_of(files: dict[str, bytes], path: Path) -> Path:
 async def test_a_malformed_manifest_is_reported_and_the_watcher_goes_on(
     tmp_path: Path, session: aiohttp.ClientSession, manifest: bytes
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
     store, metrics = PolicyStore(), GatewayMetrics()
     watcher = watcher_for(w3, deployment.registry, store, session, metrics)
     await watcher.sync_once()
@@ -245,8 +247,7 @@ class ExplodingSource(BundleSource):
 async def test_an_unexpected_failure_fetching_a_bundle_is_reported(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
     metrics = GatewayMetrics()
     watcher = RatificationWatcher(
         Governance.model_validate(
@@ -268,8 +269,7 @@ async def test_an_unexpected_failure_fetching_a_bundle_is_reported(
 async def test_the_watcher_loop_survives_an_unexpected_exception(
     tmp_path: Path, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
     store = PolicyStore()
     watcher = watcher_for(w3, deployment.registry, store, session, poll_s=0.05)
     honest = watcher.sync_once
@@ -344,8 +344,7 @@ def both(*lies: Lie) -> Lie:
 async def test_nodes_that_disagree_activate_nothing_and_are_named(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, one = start_embedded_governance(first, first.as_uri())
+    w3, deployment, one = governed_from_v1(tmp_path)
     store = PolicyStore()
     await watcher_for(w3, deployment.registry, store, session).sync_once()
     second = copy_policy(tmp_path, "v2", "note := 2")
@@ -368,8 +367,7 @@ async def test_nodes_that_disagree_activate_nothing_and_are_named(
 async def test_a_node_on_another_chain_blocks_activation(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
 
     def other_chain(method: str, params: Any, response: RPCResponse) -> RPCResponse:
         return {**response, "result": 5} if method == "eth_chainId" else response
@@ -395,8 +393,7 @@ async def test_a_node_on_another_chain_blocks_activation(
 async def test_a_node_cannot_move_the_version_beyond_what_the_registry_lists(
     tmp_path: Path, session: aiohttp.ClientSession, version: int, message: str
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, one = start_embedded_governance(first, first.as_uri())
+    w3, deployment, one = governed_from_v1(tmp_path)
     forged = lambda: ratification_result(version, one.digest, one.uri, one.block_number)  # noqa: E731
     store = PolicyStore()
     lying = liar(w3, forging(CURRENT, forged))
@@ -411,8 +408,7 @@ async def test_a_node_cannot_move_the_version_beyond_what_the_registry_lists(
 async def test_a_node_down_blocks_activation_unless_a_quorum_allows_it(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    first = copy_policy(tmp_path, "v1")
-    w3, deployment, _ = start_embedded_governance(first, first.as_uri())
+    w3, deployment, _ = governed_from_v1(tmp_path)
     dead = Web3(HTTPProvider("http://127.0.0.1:9", request_kwargs={"timeout": 1}))
     store = PolicyStore()
     everyone = watcher_for([w3, dead], deployment.registry, store, session)
