@@ -11,8 +11,10 @@
 #                   /usr/bin/chromium; Playwright's own browser downloads are never used)
 #   redis           redis-server, the Debian package, for the usage tests (counters shared by
 #                   replicas); installed with apt-get only when missing (needs root, as in CI)
+#   strace          the Debian package, for the reliability suite's read-only-disk fault (write
+#                   errors injected into the decision log's file)
 # `make run` installs uv, opa and anvil; `make test` installs them all.
-# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc] [chromium] [redis]
+# Usage: scripts/install-tools.sh [uv] [opa] [anvil] [geth] [helm] [promtool] [solc] [chromium] [redis] [strace]
 #        (default: all)
 set -euo pipefail
 
@@ -85,31 +87,25 @@ install_uv() {
     echo "installed $("$BIN/uv" --version) into $BIN" >&2
 }
 
-install_chromium() {
-    if [[ -x /usr/bin/chromium ]]; then return; fi
+# Debian packages: installed with apt-get only when their command is missing (needs root,
+# as in CI). Usage: apt_install COMMAND PACKAGE
+apt_install() {
+    if command -v "$1" >/dev/null; then return; fi
+    echo "installing $2 (apt-get install $2)" >&2
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-        echo "warning: /usr/bin/chromium is missing (apt-get install chromium, as root):" \
-            "the community page's browser test will be skipped" >&2
-        return
-    fi
-    echo "installing chromium (apt-get)" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-}
-
-install_redis() {
-    if command -v redis-server >/dev/null; then return; fi
-    echo "installing redis-server (apt-get install redis-server)" >&2
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "error: redis-server is missing; install the redis-server package (as root)" >&2
+        echo "error: $1 is missing; install the Debian package $2 (as root)" >&2
         exit 1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null ||
-        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }
 }
 
+install_chromium() { apt_install /usr/bin/chromium chromium; }
+install_redis() { apt_install redis-server redis-server; }
+install_strace() { apt_install strace strace; }
+
 tools=("$@")
-if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc chromium redis); fi
+if [[ ${#tools[@]} -eq 0 ]]; then tools=(uv opa anvil geth helm promtool solc chromium redis strace); fi
 for tool in "${tools[@]}"; do
     "install_$tool"
 done
