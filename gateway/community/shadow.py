@@ -36,6 +36,7 @@ from gateway.config import Shadow
 from gateway.decisionlog.figures import NO_GROUP
 from gateway.decisionlog.record import group_of
 from gateway.exceptions import AgoraError
+from gateway.lifecycle import cancel_task
 from gateway.policy.opa import bare_environment, find_opa, free_port
 from gateway.redaction import redact_input
 
@@ -368,10 +369,7 @@ class ShadowEvaluator:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
 
     def set_targets(self, targets: list[Target]) -> None:
         """The proposals to judge from now on; the counts of those no longer listed are dropped."""
