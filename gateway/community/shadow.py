@@ -37,7 +37,7 @@ from gateway.decisionlog.figures import NO_GROUP
 from gateway.decisionlog.record import group_of
 from gateway.exceptions import AgoraError
 from gateway.lifecycle import cancel_task
-from gateway.policy.opa import bare_environment, find_opa, free_port
+from gateway.policy.opa import bare_environment, end_process, find_opa, free_port
 from gateway.redaction import redact_input
 
 logger = logging.getLogger("agora.shadow")
@@ -125,13 +125,7 @@ class ShadowOpa:
 
     async def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=5)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await end_process(process)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None

@@ -178,14 +178,19 @@ class ManagedOpa(Status):
         if self._relay is not None:
             self._relay.cancel()
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout=5)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await end_process(process)
+
+
+async def end_process(process: asyncio.subprocess.Process | None) -> None:
+    """Stop an OPA process the gateway started: SIGTERM, then SIGKILL after 5 s."""
+    if process is None or process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), timeout=5)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 async def _relay_output(stream: asyncio.StreamReader) -> None:
