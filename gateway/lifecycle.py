@@ -10,6 +10,8 @@ worker that gates readiness makes the gateway unready while it is in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from typing import Protocol
 
@@ -49,6 +51,29 @@ class Worker(Protocol):
     def detail(self) -> str:
         """One line for operators: why the state is what it is."""
         ...
+
+
+class Status:
+    """The state and detail a worker reports, kept in two fields it sets as it goes."""
+
+    _state: State = State.NOT_READY
+    _detail: str = "not started"
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def detail(self) -> str:
+        return self._detail
+
+
+async def cancel_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a worker's background task (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def unready_reasons(workers: list[Worker] | tuple[Worker, ...]) -> list[str]:

@@ -20,7 +20,6 @@ on it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -31,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from gateway.chain.anchors import Anchor, AnchorClient
 from gateway.chain.rpc import connect
 from gateway.exceptions import ChainError, ConfigError
-from gateway.lifecycle import State
+from gateway.lifecycle import State, Status, cancel_task
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def anchoring_worker(
     )
 
 
-class AnchorWorker:
+class AnchorWorker(Status):
     """Anchors the log's latest checkpoint every ``interval_s`` when the log grew."""
 
     name = "log_anchor"
@@ -108,18 +107,8 @@ class AnchorWorker:
         self._interval_s = interval_s
         self._anchored: Anchor | None = None
         self._task: asyncio.Task[None] | None = None
-        self._state = State.NOT_READY
-        self._detail = "not started"
         self.anchors_sent = 0
         self.failures = 0
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def detail(self) -> str:
-        return self._detail
 
     @property
     def anchored(self) -> Anchor | None:
@@ -132,10 +121,7 @@ class AnchorWorker:
         self._task = asyncio.create_task(self._run(), name="log-anchor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
         self._state, self._detail = State.STOPPED, "stopped"
 
     async def _run(self) -> None:

@@ -11,7 +11,6 @@ tells the shadow which proposals to judge.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -24,7 +23,7 @@ import aiohttp
 from gateway.community.bundles import BundleCatalog
 from gateway.community.shadow import ShadowEvaluator, ShadowPool, Target
 from gateway.config import Settings
-from gateway.lifecycle import State
+from gateway.lifecycle import State, Status, cancel_task
 from gateway.pinning.source import BundleSource
 from gateway.pinning.store import PolicyStore
 
@@ -34,7 +33,7 @@ if TYPE_CHECKING:  # web3 is loaded only with a chain
 logger = logging.getLogger("agora.community")
 
 
-class CommunityService:
+class CommunityService(Status):
     """What the page shows that is not in the gateway already: the chain's view, bundles, shadow."""
 
     name = "community"
@@ -66,14 +65,6 @@ class CommunityService:
         self._state = State.OK
         self._detail = "no chain configured: the page shows the pinned version"
 
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def detail(self) -> str:
-        return self._detail
-
     async def start(self) -> None:
         await self.pool.start()
         if self.shadow is not None:
@@ -84,10 +75,7 @@ class CommunityService:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
         if self.shadow is not None:
             await self.shadow.stop()
         await self.pool.stop()

@@ -36,7 +36,8 @@ from gateway.config import Shadow
 from gateway.decisionlog.figures import NO_GROUP
 from gateway.decisionlog.record import group_of
 from gateway.exceptions import AgoraError
-from gateway.policy.opa import bare_environment, find_opa, free_port
+from gateway.lifecycle import cancel_task
+from gateway.policy.opa import bare_environment, end_process, find_opa, free_port
 from gateway.redaction import redact_input
 
 logger = logging.getLogger("agora.shadow")
@@ -124,13 +125,7 @@ class ShadowOpa:
 
     async def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=5)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await end_process(process)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
@@ -368,10 +363,7 @@ class ShadowEvaluator:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
 
     def set_targets(self, targets: list[Target]) -> None:
         """The proposals to judge from now on; the counts of those no longer listed are dropped."""

@@ -9,12 +9,11 @@ from pathlib import Path
 
 from gateway.decisionlog.errors import DecisionLogError
 from gateway.decisionlog.figures import Figures, FigureTally
-from gateway.decisionlog.files import expand
+from gateway.decisionlog.files import PATHS_HELP, expand
 from gateway.decisionlog.tally import Figure, LogStats
 from gateway.decisionlog.verify import ChainBroken, stats, verify
 from gateway.transparency import cli as transparency_cli
 
-_PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
 _PARTIAL_HELP = (
     "the files are a later part of the chain (older files archived): "
     "accept a first record that is not seq 1"
@@ -39,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "bad record (file:line, seq, reason) and whether it is a write cut by a crash "
         "(an unterminated last line) or an alteration.",
     )
-    check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
+    check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=PATHS_HELP)
     check.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
     transparency_cli.add_checkpoint_options(check)
     check.set_defaults(func=run_verify)
@@ -51,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "failed_closed), and how allowed requests ended (forwarded_ok, upstream_failed, "
         "incomplete), from files whose chain verifies; exit 1 if it does not.",
     )
-    count.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
+    count.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=PATHS_HELP)
     count.add_argument("--partial", action="store_true", help=_PARTIAL_HELP)
     count.add_argument("--json", action="store_true", help="print the counts as JSON")
     count.add_argument(

@@ -47,6 +47,10 @@ def first_seq_in_name(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
+"""The help text of a command-line argument that :func:`expand` reads."""
+
+
 def expand(paths: Iterable[Path]) -> list[Path]:
     """Files named on a command line: a directory stands for its ``*.jsonl`` files.
 

@@ -79,6 +79,17 @@ class Outcome:
     """Its allow decision is in the log (``admit`` returned); ``finished`` is still due."""
 
 
+async def _hash_input(document: object) -> str:
+    """``input_sha256`` of ``document``; in a worker thread when it is large.
+
+    A large body hashed on the event loop would stall every other request
+    (long enough for their policy queries to time out).
+    """
+    if costly_to_encode(document):
+        return await asyncio.to_thread(input_sha256, document)
+    return input_sha256(document)
+
+
 def _retrieve(task: asyncio.Future[None]) -> None:
     """Retrieve the outcome of a submission nobody waits for any more (no warning at exit)."""
     if not task.cancelled():
@@ -288,10 +299,8 @@ class DecisionRecorder:
             document = verdict.document
             if document is None:
                 digest = await self._input_hash(outcome)
-            elif costly_to_encode(document):
-                digest = await asyncio.to_thread(input_sha256, document)
             else:
-                digest = input_sha256(document)
+                digest = await _hash_input(document)
             entry = DecisionEntry(
                 decision_id=outcome.decision_id,
                 time=datetime.now(UTC),
@@ -361,18 +370,11 @@ class DecisionRecorder:
         )
 
     async def _input_hash(self, outcome: Outcome) -> str:
-        """The request's ``input_sha256``, hashed once; in a worker thread when the input is large.
-
-        A large body hashed on the event loop would stall every other request
-        (long enough for their policy queries to time out).
-        """
+        """The request's ``input_sha256``, hashed once (see :func:`_hash_input`)."""
         if outcome.input_sha256 is None:
             document = outcome.input_document or {}
             try:
-                if costly_to_encode(document):
-                    outcome.input_sha256 = await asyncio.to_thread(input_sha256, document)
-                else:
-                    outcome.input_sha256 = input_sha256(document)
+                outcome.input_sha256 = await _hash_input(document)
             except (ValueError, TypeError) as exc:
                 raise UnrecordableDecision(f"the policy input cannot be hashed: {exc}") from exc
         return outcome.input_sha256

@@ -21,7 +21,6 @@ round is reported and the next round runs: the watcher never dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,7 +38,7 @@ from gateway.exceptions import (
     DigestMismatch,
     InconsistentRegistry,
 )
-from gateway.lifecycle import State
+from gateway.lifecycle import State, Status, cancel_task
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.activation import activate
 from gateway.pinning.source import BundleSource
@@ -74,7 +73,7 @@ class _Reading:
     silent: tuple[str, ...]
 
 
-class RatificationWatcher:
+class RatificationWatcher(Status):
     """The background worker that keeps the active policy equal to the ratified one."""
 
     name = "chain"
@@ -101,8 +100,6 @@ class RatificationWatcher:
             len(self._registries), thread_name_prefix="agora-chain"
         )
         self._task: asyncio.Task[None] | None = None
-        self._state = State.NOT_READY
-        self._detail = "not started"
         self._last_sync: float | None = None
 
     @property
@@ -132,10 +129,7 @@ class RatificationWatcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._state, self._detail = State.STOPPED, "stopped"
 

@@ -26,7 +26,7 @@ import aiohttp
 import yaml
 
 from gateway.exceptions import ConfigError
-from gateway.lifecycle import State
+from gateway.lifecycle import State, Status, cancel_task
 from gateway.pinning.service import BUNDLE_RESOURCE
 
 logger = logging.getLogger("agora.opa")
@@ -83,7 +83,7 @@ def free_port() -> int:
         return port
 
 
-class ManagedOpa:
+class ManagedOpa(Status):
     """A local ``opa run --server`` on loopback, restarted with backoff if it dies."""
 
     name = "opa"
@@ -97,21 +97,11 @@ class ManagedOpa:
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._relay: asyncio.Task[None] | None = None
-        self._state = State.NOT_READY
-        self._detail = "not started"
         self.restarts = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def detail(self) -> str:
-        return self._detail
 
     @property
     def pid(self) -> int | None:
@@ -125,10 +115,7 @@ class ManagedOpa:
 
     async def stop(self) -> None:
         supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+        await cancel_task(supervisor)
         await self._terminate()
         self._state = State.STOPPED
         self._detail = "stopped"
@@ -191,14 +178,19 @@ class ManagedOpa:
         if self._relay is not None:
             self._relay.cancel()
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout=5)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await end_process(process)
+
+
+async def end_process(process: asyncio.subprocess.Process | None) -> None:
+    """Stop an OPA process the gateway started: SIGTERM, then SIGKILL after 5 s."""
+    if process is None or process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), timeout=5)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 async def _relay_output(stream: asyncio.StreamReader) -> None:

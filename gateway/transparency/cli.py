@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.decisionlog.errors import DecisionLogError
-from gateway.decisionlog.files import expand
+from gateway.decisionlog.files import PATHS_HELP, expand
 from gateway.decisionlog.verify import VerifyResult, chain_order, verify
 from gateway.exceptions import AgoraError
 from gateway.transparency.checkpoint import Checkpoint, SignedCheckpoint
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 ANCHOR_ENV = "AGORA_LOG_ANCHOR"
 """Address of the LogAnchor contract, when ``--anchor`` is not given."""
-
-_PATHS_HELP = "log files, or directories standing for their *.jsonl files; any order"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,7 +67,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "proof of a record (--index, or --decision-id) or a consistency proof between two tree "
         "sizes (--from, --to), computed from the files alone.",
     )
-    prove.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=_PATHS_HELP)
+    prove.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=PATHS_HELP)
     what = prove.add_mutually_exclusive_group(required=True)
     what.add_argument("--index", type=int, help="leaf index (seq - 1)")
     what.add_argument("--decision-id", help="the records of this decision")
