@@ -16,7 +16,6 @@ this process instead. Usage is never left uncounted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 from gateway.auth import Caller
 from gateway.config import Usage
 from gateway.exceptions import UsageUnavailable
-from gateway.lifecycle import State
+from gateway.lifecycle import State, cancel_task
 from gateway.metrics import GatewayMetrics
 from gateway.usage.counters import Cell, Counters, LocalCounters, RedisCounters, Tally, Tokens
 from gateway.usage.windows import Clock, Span, Windows
@@ -103,10 +102,7 @@ class UsageLedger:
             self._pinger = asyncio.create_task(self._keep_pinging())
 
     async def stop(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pinger
+        await cancel_task(self._pinger)
         if self._background:
             await asyncio.wait(self._background, timeout=STOP_WAIT_S)
         if self._shared is not None:
