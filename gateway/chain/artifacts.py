@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from eth_typing import ABI, HexStr
 
@@ -26,16 +26,7 @@ ContractName = Literal[
     "TimelockController",
     "LogAnchor",
 ]
-CONTRACT_NAMES: tuple[ContractName, ...] = (
-    "AgoraToken",
-    "AgoraGovernor",
-    "AgoraMembership",
-    "AgoraMembersQuadraticGovernor",
-    "AgoraQuadraticGovernor",
-    "PolicyRegistry",
-    "TimelockController",
-    "LogAnchor",
-)
+CONTRACT_NAMES: tuple[ContractName, ...] = get_args(ContractName)
 
 
 @dataclass(frozen=True)
