@@ -24,11 +24,22 @@ ISSUER = "https://issuer.test"
 AUDIENCE = "agora"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port free now and not handed out before in this test run.
+
+    The kernel may offer a port again as soon as the probe socket closes, so two
+    calls for one config could name the same port (a listener clash at start).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

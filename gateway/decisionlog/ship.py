@@ -28,6 +28,7 @@ is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -171,6 +172,7 @@ class LogShipper:
         self._error = ""
         self._failing_since: float | None = None
         self.position: Position | None = None
+        self._keeping: asyncio.Future[None] | None = None
         self.shipped_records = 0
         self.shipped_batches = 0
         self.failures = 0
@@ -233,6 +235,9 @@ class LogShipper:
                 "they are shipped after the next start", self.shipped_seq, self.lag,
             )  # fmt: skip
         finally:
+            if self._keeping is not None:
+                with contextlib.suppress(OSError):
+                    await self._keeping
             if self._session is not None:
                 await self._session.close()
             if self._tail is not None:
@@ -269,7 +274,10 @@ class LogShipper:
             try:
                 await self._send(batch)
                 # A position that cannot be kept sends the batch again: at least once.
-                await asyncio.to_thread(write_position, self._state_path, batch.last)
+                # Shielded, so that a stop's deadline never leaves the state file ahead
+                # of ``position``: ``stop`` waits for the write it started.
+                self._keeping = asyncio.ensure_future(self._keep(batch))
+                await asyncio.shield(self._keeping)
             except (ShipFailed, OSError) as exc:
                 self._failed(
                     str(exc) if isinstance(exc, ShipFailed) else f"cannot keep the position: {exc}"
@@ -285,8 +293,12 @@ class LogShipper:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, self._config.backoff_max_s)
                 continue
-            self._acknowledged(batch)
             batch, backoff = None, first_backoff
+
+    async def _keep(self, batch: _Batch) -> None:
+        """Write the acknowledged batch's position to the state file, then count it."""
+        await asyncio.to_thread(write_position, self._state_path, batch.last)
+        self._acknowledged(batch)
 
     async def _pause(self, seconds: float) -> None:
         """Wait, or less when the sink is told to stop (it then sends what is left)."""
