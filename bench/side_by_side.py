@@ -88,6 +88,8 @@ class Endpoint:
     version: str
     skipped: dict[str, str] = field(default_factory=dict)
     """Mode -> why it is not measured."""
+    decision_log: Path | None = None
+    """Agora's decision log, read for its own timings of each request (``latency_us``)."""
 
 
 @dataclass
@@ -101,6 +103,8 @@ class Sample:
     ttfb_p99_ms: float
     answers: int
     non_2xx: dict[str, int]
+    phases_ms: dict[str, float] = field(default_factory=dict)
+    """Agora only: medians of its own timings in this round (see :func:`phase_medians`)."""
 
 
 # --- load ---------------------------------------------------------------------------------
@@ -321,7 +325,12 @@ def start_targets(
             group = po.start_gateway(workdir, model, "gateway", ["gateway-jwt"])
             servers += group.servers
             target = group.targets[0]
-            endpoints.append(Endpoint("agora", target.port, list(target.headers), agora_version()))
+            endpoints.append(
+                Endpoint(
+                    "agora", target.port, list(target.headers), agora_version(),
+                    decision_log=group.decision_log,
+                )
+            )  # fmt: skip
         elif name == "litellm":
             if not args.litellm.is_file():
                 skipped.append(f"litellm: {args.litellm} not found (--litellm)")
@@ -364,10 +373,13 @@ def measure_all(args: argparse.Namespace, endpoints: list[Endpoint], hey: str | 
                     if mode in ep.skipped:
                         continue
                     sent = Endpoint(ep.name, ep.port, [*ep.headers, DELAY_HEADER], ep.version)
+                    log_offset = log_size(ep.decision_log)
                     if hey is not None:
                         sample = run_hey(hey, sent, body, conns, rate, args.warmup, args.duration)
                     else:
                         sample = run_own(sent, body, conns, rate, args.warmup, args.duration)
+                    if ep.decision_log is not None:
+                        sample.phases_ms = phase_medians(ep.decision_log, log_offset)
                     cells.setdefault((ep.name, mode, load), []).append(sample)
                     po.note(
                         f"[round {round_}/{args.rounds} {mode:>6} {load:>10} {ep.name:>8}] "
@@ -376,6 +388,44 @@ def measure_all(args: argparse.Namespace, endpoints: list[Endpoint], hey: str | 
                         f"non-2xx {sample.non_2xx or 0}"
                     )
     return cells
+
+
+def log_size(path: Path | None) -> int:
+    return path.stat().st_size if path is not None and path.exists() else 0
+
+
+PHASES = (
+    ("auth", "decision", "auth", "reading, parsing and authenticating the request"),
+    ("request policy", "decision", "policy", "the request's decision (OPA and the gateway's "
+     "side of it)"),
+    ("upstream", "outcome", "upstream", "from forwarding to the answer's end, response policy "
+     "included"),
+    ("response policy", "response", "policy", "the answer's decision"),
+    ("total", "outcome", "total", "the whole request, as the gateway saw it"),
+)  # fmt: skip
+"""(name, record event, ``latency_us`` member, what it covers)."""
+
+
+def phase_medians(path: Path, offset: int) -> dict[str, float]:
+    """Medians (ms) of the gateway's own timings of the requests logged after ``offset``.
+
+    Each allowed request writes a ``decision``, a ``response`` (when response
+    policy judged its answer) and an ``outcome`` record, each with ``latency_us``
+    (docs/decision-log.md); the warm-up's requests are among them.
+    """
+    values: dict[str, list[int]] = {name: [] for name, *_ in PHASES}
+    with path.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut at the end of the read
+            latency = record.get("latency_us") or {}
+            for name, event, member, _ in PHASES:
+                if record.get("event") == event and isinstance(latency.get(member), int):
+                    values[name].append(latency[member])
+    return {name: statistics.median(v) / 1000 for name, v in values.items() if v}
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -497,7 +547,30 @@ def report(
     for mode, title in (("plain", "Non-streaming"), ("stream", "Streaming (1 ms per token)")):
         lines += ["", f"{title}:", "", *table(cells, endpoints, mode)]
     lines += ["", "Agora against the targets:", "", *verdicts(cells)]
+    lines += phases_table(cells, args)
     return "\n".join(lines) + "\n"
+
+
+def phases_table(cells: Cells, args: argparse.Namespace) -> list[str]:
+    """Where Agora's time goes at the latency load, by its own decision log."""
+    samples = cells.get(("agora", "plain", "latency"), [])
+    rounds = [s.phases_ms for s in samples if s.phases_ms]
+    if not rounds:
+        return []
+    lines = [
+        "",
+        f"Agora's own timings at {args.rate:g} req/s, non-streaming (its decision log's "
+        "`latency_us`, median of each round's medians; the client saw p50 "
+        f"{med(samples, 'p50_ms'):.2f} ms):",
+        "",
+        "| phase | p50 ms | what it covers |",
+        "|---|--:|---|",
+    ]
+    for name, _, _, covers in PHASES:
+        got = [r[name] for r in rounds if name in r]
+        if got:
+            lines.append(f"| {name} | {statistics.median(got):.2f} | {covers} |")
+    return lines
 
 
 def write_readme(readme: Path, text: str) -> None:
@@ -542,7 +615,9 @@ def main(argv: Sequence[str]) -> int:
         "machine": machine,
         "loader": loader,
         "args": {k: str(v) for k, v in vars(args).items()},
-        "targets": [asdict(ep) for ep in endpoints],
+        "targets": [
+            {k: v for k, v in asdict(ep).items() if k != "decision_log"} for ep in endpoints
+        ],
         "skipped": skipped,
         "cells": [
             {"target": t, "mode": m, "load": load, "rounds": [asdict(s) for s in samples]}

@@ -30,6 +30,8 @@ def test_side_by_side_smoke_writes_a_table(tmp_path: Path, opa_binary: str) -> N
     assert "side-by-side:begin" in text and "side-by-side:end" in text
     for target in ("direct", "bare", "agora"):
         assert f"| {target} | " in text
+    for phase in ("auth", "request policy", "upstream", "response policy", "total"):
+        assert f"| {phase} | " in text  # Agora's own timings, from its decision log
     (raw_file,) = results.glob("side-by-side-smoke-*.json")
     raw = json.loads(raw_file.read_text())
     assert {cell["target"] for cell in raw["cells"]} == {"direct", "bare", "agora"}
