@@ -48,8 +48,21 @@ def canonical_json(value: object) -> bytes:
     through an iterative encoder. Raise TypeError or ValueError for what JSON
     cannot hold (NaN, non-string keys, lone surrogates, cycles, other types).
     """
+    plain = plain_json(value)
+    return _encode(value).encode() if plain is None else plain
+
+
+def plain_json(value: object) -> bytes | None:
+    """The canonical JSON of ``value`` when the C encoder writes it (see :func:`canonical_json`),
+    else None.
+
+    Those bytes are also ``json.dumps`` of the value but for key order and
+    non-ASCII characters left unescaped: the same JSON value to any reader, so
+    they can be sent where JSON is read (OPA's input) as well as hashed.
+    Raise ValueError for a lone surrogate.
+    """
     if not _plain(value):
-        return _encode(value).encode()
+        return None
     return "".join(_sorted_compact(value, 0)).encode()
 
 

@@ -140,7 +140,12 @@ def input_sha256(document: object) -> str:
     Costs time in proportion to the document: see :func:`jcs.costly_to_encode`
     for when to call it off the event loop. Raise TypeError or ValueError.
     """
-    return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+    return canonical_sha256(canonical_json(document))
+
+
+def canonical_sha256(canonical: bytes) -> str:
+    """``sha256:<hex>`` of a document's canonical JSON, encoded already (policy.encoded)."""
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
 def build_record(

@@ -19,6 +19,7 @@ from gateway.exceptions import PolicyUnavailable
 from gateway.lifecycle import State
 from gateway.pinning.bundle import Bundle
 from gateway.pinning.store import PolicyStore
+from gateway.policy.encoded import EncodedInput
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.input import RequestFacts, build_input
 
@@ -124,7 +125,7 @@ async def test_a_decision_belongs_wholly_to_one_version_during_a_switch(
     )
     decision, document = await engine.decide(FACTS, ANONYMOUS)
     assert opa.asked == [2, 1, 2]
-    assert decision.version.version == 2 and document["policy"]["version"] == 2
+    assert decision.version.version == 2 and document.document["policy"]["version"] == 2
     assert decision.allow is False
 
 
@@ -136,7 +137,7 @@ async def test_the_superseded_version_judges_within_the_overlap(engine_for: Engi
     )
     decision, document = await engine.decide(FACTS, ANONYMOUS)
     assert opa.asked == [2, 1]
-    assert decision.version.version == 1 and document["policy"]["version"] == 1
+    assert decision.version.version == 1 and document.document["policy"]["version"] == 1
     assert decision.allow is True
 
 
@@ -334,10 +335,10 @@ async def test_an_answer_decision_from_an_unverified_revision_fails_closed(
     engine, _ = await engine_for(
         store, answer({"allow": False, "reasons": ["leak"]}, v2), answer({"allow": True}, "x")
     )
-    denied = await engine.decide_answer({"response": {"text": "k"}})
+    denied = await engine.decide_answer(EncodedInput.of({"response": {"text": "k"}}))
     assert (denied.allow, denied.reasons, denied.version.version) == (False, ["leak"], 2)
     with pytest.raises(PolicyUnavailable, match="unverified"):
-        await engine.decide_answer({"response": {"text": "k"}})
+        await engine.decide_answer(EncodedInput.of({"response": {"text": "k"}}))
 
 
 async def test_a_spent_budget_is_a_429_with_retry_after(engine_for: EngineFor) -> None:
