@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from gateway.endpoints import healthz, metrics, public_readyz, readyz, transpare
 from gateway.enforcement import enforce
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.service import BUNDLE_RESOURCE, bundle_endpoint
+from gateway.request.ids import decision_ids
 from gateway.responses import decision_headers
 from gateway.runtime import running
 from gateway.serving.admission import AdmissionControl
@@ -89,7 +89,7 @@ def _shed_headers(public: Starlette) -> dict[str, str]:
     gateway = getattr(public.state, "gateway", None)
     active = gateway.store.active if gateway is not None else None
     return decision_headers(
-        str(uuid.uuid4()), active.version if active else None, active.digest if active else None
+        decision_ids.next(), active.version if active else None, active.digest if active else None
     )
 
 

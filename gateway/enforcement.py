@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -42,6 +41,7 @@ from gateway.policy.input import RequestFacts
 from gateway.policy.obligations import apply_obligations
 from gateway.request.body import JsonBody, parse_json_body
 from gateway.request.deadlines import read_within
+from gateway.request.ids import decision_ids
 from gateway.request.target import canonical_target, classify_api, model_in_path
 from gateway.responses import answer_for, decision_headers, error_for
 from gateway.runtime import Gateway
@@ -62,7 +62,7 @@ async def enforce(request: Request) -> Response:
     """Judge one request and forward it only as judged; every decision is logged first."""
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter_ns()
-    decision_id = str(uuid.uuid4())
+    decision_id = decision_ids.next()
     active = gateway.store.active
     headers = decision_headers(
         decision_id, active.version if active else None, active.digest if active else None
