@@ -90,7 +90,7 @@ class AnswerJudge:
     def snapshot(self, final: bool) -> EncodedInput:
         """The input document for the answer as it stands now (the request's, encoded once,
         with ``response``)."""
-        return self._request_input.with_member("response", self.answer.document(final))
+        return self._request_input.with_response(self.answer.document(final))
 
     async def judge(self, document: EncodedInput, chars: int) -> Decision:
         """Ask about ``document`` (a snapshot holding ``chars`` characters of answer)."""

@@ -6,19 +6,18 @@ policy judges the answer, the same document with ``response`` added is sent at
 every checkpoint, and the last one sent is hashed too. Encoding the whole
 document for each of these was most of the gateway's own JSON work per request.
 
-A small document (its request body within ``INLINE_BYTES``) is encoded once,
-member by member, in canonical form. Where those bytes are also what
-``json.dumps`` writes (jcs.plain_json: the same JSON value), they are OPA's
-question as well. Adding ``response`` encodes that one member and splices it in
-at its sorted place: the request's part is neither encoded nor walked again.
-A large document is encoded as before: ``json.dumps`` for OPA, and the log
-hashes it off the event loop.
+A small document (its request body within ``INLINE_BYTES``) is encoded once, in
+canonical form, as two runs of members: those sorted before ``response`` and
+those after. Where those bytes are also what ``json.dumps`` writes
+(jcs.plain_json: the same JSON value), they are OPA's question as well. Adding
+``response`` encodes that one member and puts it between the two runs: the
+request's part is neither encoded nor walked again. A large document is encoded
+as before: ``json.dumps`` for OPA, and the log hashes it off the event loop.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,44 +27,58 @@ from gateway.decisionlog.record import canonical_sha256
 INLINE_BYTES = 16 * 1024
 """Request bodies up to this size have their input encoded on the event loop, once."""
 
-_Member = tuple[str, bytes, bool]
-"""A top-level member: its key, its canonical JSON (``"key":value``), and whether it is plain."""
+RESPONSE = "response"
+"""The member response policy's input adds to the request's (docs/policy.md)."""
 
 
 @dataclass(frozen=True, slots=True)
 class EncodedInput:
-    """A policy input document and, when it was encoded, its members' canonical JSON."""
+    """A policy input document and, when it was encoded, its canonical JSON in two runs."""
 
     document: dict[str, Any]
-    members: tuple[_Member, ...] | None = None
-    """Sorted by key (ASCII keys only: JCS order is code point order there); None if not
-    encoded (a large body, or a value canonical JSON cannot hold)."""
+    head: bytes | None = None
+    """The canonical JSON of the members whose keys sort before ``response``, without braces
+    (``"api":...,"request":{...}``); None if the document was not encoded (a large body,
+    a value canonical JSON cannot hold, a key that is not ASCII)."""
+    tail: bytes = b""
+    """The same, of the members whose keys sort after ``response``."""
+    plain: bool = False
+    """The encoded members are also what ``json.dumps`` writes: OPA's question is made of them."""
 
     @classmethod
     def of(cls, document: dict[str, Any], inline: bool = True) -> EncodedInput:
         """``document``, encoded now when ``inline``; otherwise it is encoded where it is used."""
         if not inline:
             return cls(document)
-        members = _encode_members(document.items())
-        return cls(document, None if members is None else tuple(sorted(members)))
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        for key, value in document.items():
+            # Among ASCII keys, JCS order (UTF-16 code units) is Python's string order.
+            if type(key) is not str or not key.isascii():
+                return cls(document)
+            (before if key <= RESPONSE else after)[key] = value
+        head, tail = _members(before), _members(after)
+        if head is None or tail is None:
+            return cls(document)
+        return cls(document, head[0], tail[0], head[1] and tail[1])
 
-    def with_member(self, key: str, value: Any) -> EncodedInput:
-        """``{**document, key: value}``, encoding only the new member."""
-        document = {**self.document, key: value}
-        if self.members is None:
+    def with_response(self, response: Any) -> EncodedInput:
+        """``{**document, "response": response}``, encoding only ``response``."""
+        document = {**self.document, RESPONSE: response}
+        if self.head is None or RESPONSE in self.document:
             return EncodedInput(document)
-        added = _encode_members([(key, value)])
-        if added is None:
+        member = _members({RESPONSE: response})
+        if member is None:
             return EncodedInput(document)
-        kept = [member for member in self.members if member[0] != key]
-        return EncodedInput(document, tuple(sorted(kept + added)))
+        head = b",".join(run for run in (self.head, member[0]) if run)
+        return EncodedInput(document, head, self.tail, self.plain and member[1])
 
     @property
     def canonical(self) -> bytes | None:
         """The document's RFC 8785 canonical JSON; None if it was not encoded."""
-        if self.members is None:
+        if self.head is None:
             return None
-        return b"{" + b",".join(member for _, member, _ in self.members) + b"}"
+        return b"{" + b",".join(run for run in (self.head, self.tail) if run) + b"}"
 
     def sha256(self) -> str | None:
         """``input_sha256`` of the document (decisionlog.record); None if it was not encoded."""
@@ -75,22 +88,17 @@ class EncodedInput:
     def payload(self) -> bytes:
         """The body of OPA's Data API question: ``{"input": document}``."""
         canonical = self.canonical
-        if canonical is not None and all(plain for _, _, plain in self.members or ()):
+        if canonical is not None and self.plain:
             return b'{"input":' + canonical + b"}"
         return json.dumps({"input": self.document}, separators=(",", ":")).encode()
 
 
-def _encode_members(items: Iterable[tuple[object, Any]]) -> list[_Member] | None:
-    """Each ``(key, value)`` as a member in canonical JSON; None if one cannot be encoded."""
-    members: list[_Member] = []
-    for key, value in items:
-        if type(key) is not str or not key.isascii():
-            return None
-        wrapped = {key: value}
-        try:
-            plain = plain_json(wrapped)
-            text = canonical_json(wrapped) if plain is None else plain
-        except (TypeError, ValueError):  # the log refuses it when it hashes the document
-            return None
-        members.append((key, text[1:-1], plain is not None))
-    return members
+def _members(members: dict[str, Any]) -> tuple[bytes, bool] | None:
+    """The canonical JSON of ``members`` without braces, and whether it is plain; None if
+    canonical JSON cannot hold them (the log refuses the document when it hashes it)."""
+    try:
+        plain = plain_json(members)
+        text = canonical_json(members) if plain is None else plain
+    except (TypeError, ValueError):
+        return None
+    return text[1:-1], plain is not None

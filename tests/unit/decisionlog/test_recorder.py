@@ -345,7 +345,7 @@ async def test_an_answer_is_hashed_from_its_encoded_input_and_off_the_loop_when_
         outcome = request(i)
         await recorder.admit(outcome)
         judged = verdict(allow=True)
-        judged.document = request_input.with_member("response", answer)
+        judged.document = request_input.with_response(answer)
         await recorder.answered(outcome, judged, 200)
     await recorder.stop()
     assert threads[0] == threading.main_thread().name

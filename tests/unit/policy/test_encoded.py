@@ -60,13 +60,19 @@ def test_the_canonical_json_and_hash_are_those_of_the_whole_document(
 def test_an_added_member_hashes_like_the_merged_document(document: dict[str, Any]) -> None:
     for answer in (ANSWER, {**ANSWER, "usage": {"cost": 3.0, "big": 2**70}}):
         merged = {**document, "response": answer}
-        extended = EncodedInput.of(document).with_member("response", answer)
+        extended = EncodedInput.of(document).with_response(answer)
         assert extended.document == merged
         assert extended.canonical == reference(merged)
         assert extended.sha256() == input_sha256(merged)
         assert json.loads(extended.payload()) == {"input": merged}
-    replaced = EncodedInput.of({"a": 1, "response": 1}).with_member("response", 2)
-    assert replaced.canonical == b'{"a":1,"response":2}'
+    again = EncodedInput.of({"a": 1, "response": 1, "z": 0})
+    assert again.canonical == b'{"a":1,"response":1,"z":0}'
+    replaced = again.with_response(2)  # not spliced twice: left to the whole-document path
+    assert replaced.canonical is None and replaced.document == {"a": 1, "response": 2, "z": 0}
+    for only in ({"a": 1}, {"z": 1}):
+        assert EncodedInput.of(only).with_response(2).canonical == canonical_json(
+            {**only, "response": 2}
+        )
 
 
 def test_opa_gets_the_canonical_bytes_only_where_json_dumps_writes_the_same_values() -> None:
@@ -77,7 +83,7 @@ def test_opa_gets_the_canonical_bytes_only_where_json_dumps_writes_the_same_valu
     encoded = EncodedInput.of(large)
     assert encoded.payload() == json.dumps({"input": large}, separators=(",", ":")).encode()
     assert json.loads(encoded.payload())["input"]["body"]["seed"] == 2**60
-    answer = EncodedInput.of(CHAT).with_member("response", {"n": 2**60})
+    answer = EncodedInput.of(CHAT).with_response({"n": 2**60})
     assert json.loads(answer.payload())["input"]["response"]["n"] == 2**60
 
 
@@ -90,14 +96,14 @@ def test_what_is_not_encoded_is_sent_as_json_dumps_writes_it(document: dict[str,
     encoded = EncodedInput.of(document)
     assert encoded.canonical is None and encoded.sha256() is None
     assert encoded.payload() == json.dumps({"input": document}, separators=(",", ":")).encode()
-    assert encoded.with_member("response", ANSWER).canonical is None
+    assert encoded.with_response(ANSWER).canonical is None
 
 
 def test_a_document_not_encoded_inline_is_left_to_its_users() -> None:
     encoded = EncodedInput.of(CHAT, inline=False)
     assert encoded.canonical is None and encoded.sha256() is None
     assert encoded.payload() == json.dumps({"input": CHAT}, separators=(",", ":")).encode()
-    extended = encoded.with_member("response", ANSWER)
+    extended = encoded.with_response(ANSWER)
     assert extended.canonical is None and extended.document == {**CHAT, "response": ANSWER}
-    bad_answer = EncodedInput.of(CHAT).with_member("response", {"x": "\udfff"})
+    bad_answer = EncodedInput.of(CHAT).with_response({"x": "\udfff"})
     assert bad_answer.canonical is None
