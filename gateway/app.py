@@ -65,6 +65,8 @@ def create_app(settings: Settings) -> GatewayApps:
     apps = GatewayApps(
         public=Starlette(
             routes=[
+                # First: Starlette tries routes in order, and nearly every request is a /v1/ one.
+                Route("/v1/{path:path}", admission, methods=_PROXY_METHODS),
                 Route("/healthz", healthz),
                 Route("/readyz", public_readyz),
                 Route("/transparency", transparency),
@@ -73,7 +75,6 @@ def create_app(settings: Settings) -> GatewayApps:
                 Route("/transparency/proof/inclusion", tlog.inclusion),
                 Route("/transparency/proof/consistency", tlog.consistency),
                 Route("/transparency/cosignature", tlog.cosignature, methods=["POST"]),
-                Route("/v1/{path:path}", admission, methods=_PROXY_METHODS),
             ],
             lifespan=lifespan,
         ),
