@@ -19,6 +19,7 @@ exactly the bytes that were hashed (see docs/decision-log.md).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -121,11 +122,13 @@ def version_key(version: int | None) -> str:
     return "none" if version is None else str(version)
 
 
+@functools.lru_cache(maxsize=4096)
 def caller_hash(sub: str | None, key: bytes | None) -> str | None:
     """Pseudonymise the caller: ``hmac-sha256:<hex>`` of ``sub``, ``null`` when anonymous.
 
     Without a key it falls back to ``sha256:<hex>``, which anyone can reverse
-    by hashing candidate subjects (user ids, e-mail addresses).
+    by hashing candidate subjects (user ids, e-mail addresses). Remembered for
+    the most recent callers: each request writes up to three records.
     """
     if sub is None:
         return None
