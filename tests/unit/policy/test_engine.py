@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -14,12 +15,13 @@ from starlette.routing import Route
 
 from gateway.auth import ANONYMOUS
 from gateway.config import Settings
+from gateway.decisionlog import canonical_json, input_sha256
 from gateway.endpoints import readyz
 from gateway.exceptions import PolicyUnavailable
 from gateway.lifecycle import State
 from gateway.pinning.bundle import Bundle
 from gateway.pinning.store import PolicyStore
-from gateway.policy.encoded import EncodedInput
+from gateway.policy.encoded import INLINE_BYTES, EncodedInput
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.input import RequestFacts, build_input
 
@@ -56,10 +58,12 @@ class FakeOpa:
     def __init__(self) -> None:
         self.answers: list[Any] = []
         self.asked: list[int | None] = []
+        self.bodies: list[bytes] = []
 
     async def data(self, request: web.Request) -> web.Response:
         assert request.query.get("provenance") == "true"
         assert request.query.get("metrics") == "true"
+        self.bodies.append(await request.read())
         document = (await request.json())["input"]
         self.asked.append((document.get("policy") or {}).get("version"))
         return web.json_response(self.answers.pop(0))
@@ -127,6 +131,19 @@ async def test_a_decision_belongs_wholly_to_one_version_during_a_switch(
     assert opa.asked == [2, 1, 2]
     assert decision.version.version == 2 and document.document["policy"]["version"] == 2
     assert decision.allow is False
+
+
+async def test_a_small_input_is_encoded_once_for_opa_and_the_log(engine_for: EngineFor) -> None:
+    store, _, v2 = two_versions()
+    engine, opa = await engine_for(
+        store, answer({"allow": False}, v2), answer({"allow": False}, v2)
+    )
+    _, small = await engine.decide(FACTS, ANONYMOUS, body_bytes=INLINE_BYTES)
+    assert small.sha256() == input_sha256(small.document)
+    assert opa.bodies[0] == b'{"input":' + canonical_json(small.document) + b"}"
+    _, large = await engine.decide(FACTS, ANONYMOUS, body_bytes=INLINE_BYTES + 1)
+    assert large.canonical is None  # the log hashes it, in a worker thread when large
+    assert json.loads(opa.bodies[1]) == {"input": large.document}
 
 
 async def test_the_superseded_version_judges_within_the_overlap(engine_for: EngineFor) -> None:
