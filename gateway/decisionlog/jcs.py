@@ -20,15 +20,14 @@ _MAX_SAFE_INT = 2**53 - 1
 _C_DEPTH = 200
 """Deepest nesting handed to the C encoder, which recurses (and stops at the recursion limit)."""
 
-# The C encoder of json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-# made once (JSONEncoder.encode makes a new one per call). No circular-reference markers and
-# no NaN check: it only gets values that _plain accepted (finite, no deeper than _C_DEPTH).
-
 
 def _not_plain(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
+# The C encoder of json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+# made once (JSONEncoder.encode makes a new one per call). No circular-reference markers and
+# no NaN check: it only gets values that _plain accepted (finite, no deeper than _C_DEPTH).
 _sorted_compact = make_encoder(
     None, _not_plain, encode_basestring, None, ":", ",", True, False, True
 )

@@ -17,12 +17,17 @@ _VARIANT = "89ab"
 class DecisionIds:
     """Random UUIDv4 texts, as ``str(uuid.uuid4())`` writes them.
 
-    Not thread-safe: one instance serves the event loop.
+    Not thread-safe: one instance serves the event loop. A forked child starts
+    with a pool of its own, never its parent's ids.
     """
 
     def __init__(self) -> None:
         self._pool = b""
         self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool, self._at = b"", 0
 
     def next(self) -> str:
         at = self._at

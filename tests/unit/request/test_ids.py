@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -26,3 +27,17 @@ def test_an_id_is_the_uuid4_of_its_sixteen_bytes(monkeypatch: pytest.MonkeyPatch
     for start in (0, 200):
         expected = str(uuid.UUID(bytes=bytes(range(start, start + 16)), version=4))
         assert [made.next() for _ in range(256)] == [expected] * 256
+
+
+def test_a_forked_child_draws_its_own_ids() -> None:
+    made = DecisionIds()
+    made.next()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, made.next().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    assert os.read(read, 64).decode() != made.next()
+    os.close(read)
