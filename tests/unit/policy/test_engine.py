@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -308,6 +309,21 @@ def test_input_document_shape() -> None:
     assert document["caller"] == {"authenticated": False, "sub": None, "iss": None, "claims": {}}
     assert document["policy"] == {"version": 2, "digest": store.active.digest}
     assert document["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 28, 9, 5, 3, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 999_999, tzinfo=UTC),
+        datetime(2026, 6, 1, 14, 0, 0, 7),
+    ],
+)
+def test_input_time_reads_as_strftime_wrote_it(moment: datetime) -> None:
+    store, _, _ = two_versions()
+    assert store.active is not None
+    document = build_input(FACTS, ANONYMOUS, store.active, now=moment)
+    assert document["time"] == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def absent(*revisions: str) -> dict[str, Any]:
