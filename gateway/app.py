@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from gateway.endpoints import healthz, metrics, public_readyz, readyz, transpare
 from gateway.enforcement import enforce
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.service import BUNDLE_RESOURCE, bundle_endpoint
+from gateway.request.ids import decision_ids
 from gateway.responses import decision_headers
 from gateway.runtime import running
 from gateway.serving.admission import AdmissionControl
@@ -65,6 +65,8 @@ def create_app(settings: Settings) -> GatewayApps:
     apps = GatewayApps(
         public=Starlette(
             routes=[
+                # First: Starlette tries routes in order, and nearly every request is a /v1/ one.
+                Route("/v1/{path:path}", admission, methods=_PROXY_METHODS),
                 Route("/healthz", healthz),
                 Route("/readyz", public_readyz),
                 Route("/transparency", transparency),
@@ -73,7 +75,6 @@ def create_app(settings: Settings) -> GatewayApps:
                 Route("/transparency/proof/inclusion", tlog.inclusion),
                 Route("/transparency/proof/consistency", tlog.consistency),
                 Route("/transparency/cosignature", tlog.cosignature, methods=["POST"]),
-                Route("/v1/{path:path}", admission, methods=_PROXY_METHODS),
             ],
             lifespan=lifespan,
         ),
@@ -89,7 +90,7 @@ def _shed_headers(public: Starlette) -> dict[str, str]:
     gateway = getattr(public.state, "gateway", None)
     active = gateway.store.active if gateway is not None else None
     return decision_headers(
-        str(uuid.uuid4()), active.version if active else None, active.digest if active else None
+        decision_ids.next(), active.version if active else None, active.digest if active else None
     )
 
 

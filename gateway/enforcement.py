@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -42,6 +41,7 @@ from gateway.policy.input import RequestFacts
 from gateway.policy.obligations import apply_obligations
 from gateway.request.body import JsonBody, parse_json_body
 from gateway.request.deadlines import read_within
+from gateway.request.ids import decision_ids
 from gateway.request.target import canonical_target, classify_api, model_in_path
 from gateway.responses import answer_for, decision_headers, error_for
 from gateway.runtime import Gateway
@@ -62,7 +62,7 @@ async def enforce(request: Request) -> Response:
     """Judge one request and forward it only as judged; every decision is logged first."""
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter_ns()
-    decision_id = str(uuid.uuid4())
+    decision_id = decision_ids.next()
     active = gateway.store.active
     headers = decision_headers(
         decision_id, active.version if active else None, active.digest if active else None
@@ -136,10 +136,10 @@ async def enforce(request: Request) -> Response:
         if charge.document is not None:
             facts = outcome.facts = dataclasses.replace(facts, usage=charge.document)
         try:
-            decision, input_document = await gateway.engine.decide(facts, caller, len(raw_body))
+            decision, policy_input = await gateway.engine.decide(facts, caller, len(raw_body))
             # Response policy: whether this version judges the answer (asked once per version).
             judge = (
-                await gateway.answers.judge_for(api, decision, input_document, len(raw_body))
+                await gateway.answers.judge_for(api, decision, policy_input, len(raw_body))
                 if decision.allow
                 else None
             )
@@ -154,7 +154,8 @@ async def enforce(request: Request) -> Response:
             )  # fmt: skip
         outcome.policy_ns = time.perf_counter_ns() - auth_done
         outcome.decision = decision
-        outcome.input_document = input_document
+        outcome.input_document = input_document = policy_input.document
+        outcome.input_sha256 = policy_input.sha256()  # None: hashed by the recorder, if large
         if gateway.community is not None and gateway.community.shadow is not None:
             # Sampled for the open proposals, judged later in the background: never waited for.
             gateway.community.shadow.offer(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import aiohttp
 from starlette.responses import Response
@@ -27,6 +26,7 @@ from gateway.answers.whole import parse_answer, read_answer
 from gateway.config import Response as ResponseConfig
 from gateway.exceptions import AgoraError, AnswerUnjudgeable, PolicyUnavailable
 from gateway.metrics import GatewayMetrics
+from gateway.policy.encoded import EncodedInput
 from gateway.policy.engine import Decision, PolicyEngine
 from gateway.responses import error_for, error_response
 from gateway.upstream.pool import OnComplete, ProxyResponse, StreamOutcome, relayed_headers
@@ -44,7 +44,7 @@ class ResponsePolicy:
         self._latency = metrics.answer_latency
 
     async def judge_for(
-        self, api: str, decision: Decision, request_input: dict[str, Any], request_bytes: int
+        self, api: str, decision: Decision, request_input: EncodedInput, request_bytes: int
     ) -> AnswerJudge | None:
         """A judge for this request's answer, or None when its answer is not judged.
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import Histogram
 
 from gateway.answers.shapes import Answer
 from gateway.pinning.store import PolicyVersion
+from gateway.policy.encoded import EncodedInput
 from gateway.policy.engine import Decision, PolicyEngine
 
 
@@ -39,7 +39,7 @@ class Verdict:
     """Characters of text (and tool-call arguments) that the last allow covered."""
     chars_sent: int = 0
     """Characters of text (and tool-call arguments) that reached the caller."""
-    document: dict[str, Any] | None = None
+    document: EncodedInput | None = None
     """The last input judged (its hash goes to the log)."""
     policy_ns: int = 0
     """Time spent asking response policy, all checkpoints together."""
@@ -74,7 +74,7 @@ class AnswerJudge:
     def __init__(
         self,
         engine: PolicyEngine,
-        request_input: dict[str, Any],
+        request_input: EncodedInput,
         answer: Answer,
         holdback: bool,
         request_bytes: int = 0,
@@ -87,11 +87,12 @@ class AnswerJudge:
         self.answer = answer
         self.verdict = Verdict(holdback=holdback)
 
-    def snapshot(self, final: bool) -> dict[str, Any]:
-        """The input document for the answer as it stands now."""
-        return {**self._request_input, "response": self.answer.document(final)}
+    def snapshot(self, final: bool) -> EncodedInput:
+        """The input document for the answer as it stands now (the request's, encoded once,
+        with ``response``)."""
+        return self._request_input.with_response(self.answer.document(final))
 
-    async def judge(self, document: dict[str, Any], chars: int) -> Decision:
+    async def judge(self, document: EncodedInput, chars: int) -> Decision:
         """Ask about ``document`` (a snapshot holding ``chars`` characters of answer)."""
         verdict = self.verdict
         verdict.checkpoints += 1
@@ -107,7 +108,7 @@ class AnswerJudge:
         verdict.version = decision.version
         if decision.allow:
             verdict.chars_judged = chars
-            verdict.final = document["response"]["final"]
+            verdict.final = document.document["response"]["final"]
         else:
             verdict.allow = False
             verdict.reasons = decision.reasons

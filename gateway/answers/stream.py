@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from gateway.answers.judge import AnswerJudge
 from gateway.exceptions import PolicyUnavailable
+from gateway.policy.encoded import EncodedInput
 from gateway.upstream.pool import StreamCut
 from gateway.upstream.sse import SseEvent, SseSplitter, json_object, parse_event
 
@@ -84,7 +85,7 @@ class AnswerStream:
         """Characters of answer read so far."""
         self._asked_at = 0
         """``_chars`` when response policy was last asked (or a judgment was set due)."""
-        self._due: tuple[dict[str, Any], int] | None = None
+        self._due: tuple[EncodedInput, int] | None = None
         """Holdback off: a judgment to make before the next piece goes out."""
 
     async def feed(self, chunk: bytes) -> Sequence[bytes]:
@@ -166,7 +167,7 @@ class AnswerStream:
             self._due = None
             await self._ask(judge, document, chars)
 
-    async def _ask(self, judge: AnswerJudge, document: dict[str, Any], chars: int) -> None:
+    async def _ask(self, judge: AnswerJudge, document: EncodedInput, chars: int) -> None:
         """Judge ``document``; a deny or no decision cuts the stream (StreamCut)."""
         self._asked_at = max(self._asked_at, chars)
         try:

@@ -10,16 +10,27 @@ caller when a value is big enough to encode off the event loop.
 from __future__ import annotations
 
 import math
+from _json import make_encoder
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, repeat
-from json import JSONEncoder
 from json.encoder import encode_basestring
 from typing import Any, cast
 
 _MAX_SAFE_INT = 2**53 - 1
 _C_DEPTH = 200
 """Deepest nesting handed to the C encoder, which recurses (and stops at the recursion limit)."""
-_SORTED_COMPACT = JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _not_plain(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+# The C encoder of json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+# made once (JSONEncoder.encode makes a new one per call). No circular-reference markers and
+# no NaN check: it only gets values that _plain accepted (finite, no deeper than _C_DEPTH).
+_sorted_compact = make_encoder(
+    None, _not_plain, encode_basestring, None, ":", ",", True, False, True
+)
 
 _INLINE_BUDGET = 2_000
 """Work units (one per JSON value, one per 256 characters of text) encoded on the event loop."""
@@ -36,8 +47,22 @@ def canonical_json(value: object) -> bytes:
     through an iterative encoder. Raise TypeError or ValueError for what JSON
     cannot hold (NaN, non-string keys, lone surrogates, cycles, other types).
     """
-    text = _SORTED_COMPACT.encode(value) if _plain(value) else _encode(value)
-    return text.encode()
+    plain = plain_json(value)
+    return _encode(value).encode() if plain is None else plain
+
+
+def plain_json(value: object) -> bytes | None:
+    """The canonical JSON of ``value`` when the C encoder writes it (see :func:`canonical_json`),
+    else None.
+
+    Those bytes are also ``json.dumps`` of the value but for key order and
+    non-ASCII characters left unescaped: the same JSON value to any reader, so
+    they can be sent where JSON is read (OPA's input) as well as hashed.
+    Raise ValueError for a lone surrogate.
+    """
+    if not _plain(value):
+        return None
+    return "".join(_sorted_compact(value, 0)).encode()
 
 
 def costly_to_encode(value: object) -> bool:

@@ -19,9 +19,11 @@ from gateway.auth import Caller
 from gateway.exceptions import DataApiError, PolicyUnavailable
 from gateway.pinning.store import PolicyStore, PolicyVersion
 from gateway.policy.dataapi import DataApiClient
+from gateway.policy.encoded import INLINE_BYTES, EncodedInput
 from gateway.policy.input import RequestFacts, build_input
 
 _ATTEMPTS = 3
+_NO_INPUT = b'{"input":{}}'
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,12 @@ class PolicyEngine:
 
     async def decide(
         self, facts: RequestFacts, caller: Caller, body_bytes: int = 0
-    ) -> tuple[Decision, dict[str, Any]]:
+    ) -> tuple[Decision, EncodedInput]:
         """The decision for a request, and the input document it was judged on.
 
-        ``body_bytes``, the size of the request body, extends OPA's time budget.
+        ``body_bytes``, the size of the request body, extends OPA's time budget;
+        a small body's document comes back encoded (EncodedInput), for the log
+        and for response policy.
 
         Only the version in force judges, and, for ``policy.switch_overlap_ms``
         after a switch, the one it superseded (OPA activates the new bundle a
@@ -109,9 +113,11 @@ class PolicyEngine:
         if expected is None:
             raise PolicyUnavailable("no verified policy version is active")
         for _attempt in range(_ATTEMPTS):
-            document = build_input(facts, caller, expected)
+            document = EncodedInput.of(
+                build_input(facts, caller, expected), inline=body_bytes <= INLINE_BYTES
+            )
             timeout_s = self._timeout_s + body_bytes * self._timeout_s_per_byte
-            result, revision = await self._query(document, timeout_s)
+            result, revision = await self._query(document.payload(), timeout_s)
             judged_by = self._store.judge(revision, self._overlap_s)
             if judged_by is None:
                 raise PolicyUnavailable(self._refusal(revision))
@@ -131,7 +137,9 @@ class PolicyEngine:
         if known is not None:
             return known
         for _attempt in range(_ATTEMPTS):
-            result, revision = await self._query(None, self._timeout_s, path=self._response_path)
+            result, revision = await self._query(
+                _NO_INPUT, self._timeout_s, path=self._response_path
+            )
             judged_by = self._store.lookup(revision)
             if judged_by is not None:
                 self._judges_answers[judged_by.revision] = result is not None
@@ -142,14 +150,16 @@ class PolicyEngine:
             f"OPA did not answer from version {version.version} whether it judges answers"
         )
 
-    async def decide_answer(self, document: dict[str, Any], input_bytes: int = 0) -> Decision:
+    async def decide_answer(self, document: EncodedInput, input_bytes: int = 0) -> Decision:
         """The response policy's decision on an answer (``document``: docs/policy.md).
 
         Judged by the version in force, or the one it superseded during the
         switch overlap; any other answer, or none, is PolicyUnavailable.
         """
         timeout_s = self._timeout_s + input_bytes * self._timeout_s_per_byte
-        result, revision = await self._query(document, timeout_s, path=self._response_path)
+        result, revision = await self._query(
+            document.payload(), timeout_s, path=self._response_path
+        )
         judged_by = self._store.judge(revision, self._overlap_s)
         if judged_by is None:
             raise PolicyUnavailable(self._refusal(revision))
@@ -169,14 +179,14 @@ class PolicyEngine:
     async def revision(self) -> str | None:
         """The bundle revision OPA currently enforces (a cheap query), for readiness."""
         _, revision = await self._query(
-            None, self._timeout_s, path=self._data_path("agora/__revision")
+            _NO_INPUT, self._timeout_s, path=self._data_path("agora/__revision")
         )
         return revision
 
     async def _query(
-        self, document: dict[str, Any] | None, timeout_s: float, path: str | None = None
+        self, payload: bytes, timeout_s: float, path: str | None = None
     ) -> tuple[Any, str | None]:
-        payload = json.dumps({"input": document or {}}, separators=(",", ":")).encode()
+        """Ask OPA at ``path`` with ``payload`` (``{"input": ...}``): its result and revision."""
         request = self._client.request(path or self._decision_path, payload)
         wait_s = timeout_s + self._allowance_s
         try:

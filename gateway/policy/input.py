@@ -49,7 +49,8 @@ def build_input(
         "caller": caller.as_input(),
         "upstream": facts.upstream,
         "policy": {"version": version.version, "digest": version.digest},
-        "time": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        # strftime("%Y-%m-%dT%H:%M:%S.%fZ"), for a third of its cost.
+        "time": moment.isoformat(timespec="microseconds")[:26] + "Z",
     }
     if facts.usage is not None:
         document["usage"] = facts.usage

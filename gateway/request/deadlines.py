@@ -21,11 +21,12 @@ async def read_within(chunks: AsyncIterable[bytes], timeout_s: float) -> AsyncIt
     deadline = loop.time() + timeout_s
     iterator = aiter(chunks)
     while True:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
+        if deadline <= loop.time():
             raise BodyTimeout(timeout_s)
         try:
-            chunk = await asyncio.wait_for(anext(iterator), remaining)
+            # A timer, not wait_for: wait_for runs each read in a task of its own.
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(iterator)
         except StopAsyncIteration:
             return
         except TimeoutError:

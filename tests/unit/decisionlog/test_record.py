@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from gateway.decisionlog import (
     outcome,
     seal,
 )
-from gateway.decisionlog.record import parse_line, prepare_record, seal_canonical
+from gateway.decisionlog.record import format_time, parse_line, prepare_record, seal_canonical
 from tests.unit.decisionlog.samples import (
     decision,
     input_document,
@@ -137,6 +137,24 @@ def test_only_a_response_record_carries_response() -> None:
         build_record(
             decision(1, response={"outcome": "allowed"}), caller_key=KEY, include_body=False
         )
+    with pytest.raises(ValueError):
+        build_record(
+            response_of(decision(1), response={"outcome": "maybe"}),
+            caller_key=KEY, include_body=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2025, 6, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(1999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    ],
+)
+def test_time_reads_as_strftime_wrote_it(moment: datetime) -> None:
+    utc = moment.astimezone(UTC)
+    assert format_time(moment) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_a_record_without_event_is_read_as_a_decision() -> None:
@@ -216,6 +234,13 @@ def test_line_is_canonical_json_with_hash_appended() -> None:
         ({"reasons": "one reason"}, TypeError),
         ({"reasons": [1]}, TypeError),
         ({"decision_id": ""}, TypeError),
+        ({"decision_id": None}, TypeError),
+        ({"policy_digest": 7}, TypeError),
+        ({"api": None}, TypeError),
+        ({"model": 5}, TypeError),
+        ({"upstream": ["a"]}, TypeError),
+        ({"group": 1}, TypeError),
+        ({"reasons": ["ok", None]}, TypeError),
         ({"input_sha256": "sha256:abc"}, ValueError),
         ({"model": "\ud800"}, ValueError),
         ({"event": "response"}, ValueError),

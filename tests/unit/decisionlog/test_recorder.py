@@ -28,6 +28,7 @@ from gateway.decisionlog.recorder import DecisionRecorder, Outcome
 from gateway.lifecycle import State
 from gateway.metrics import GatewayMetrics
 from gateway.pinning.store import PolicyVersion
+from gateway.policy.encoded import EncodedInput
 from gateway.policy.engine import Decision
 from gateway.policy.input import RequestFacts
 
@@ -63,7 +64,7 @@ def verdict(allow: bool, failed: str | None = None) -> Verdict:
     """Response policy's word on an answer of 30 characters, all sent when allowed."""
     judged = Verdict(holdback=True, checkpoints=2, allow=allow, version=VERSION, failed=failed)
     judged.reasons = [] if allow else ["answer matches deny term private-key"]
-    judged.document = {"response": {"text": "x" * 30}}
+    judged.document = EncodedInput.of({"response": {"text": "x" * 30}})
     judged.chars_judged = 30 if allow else 10
     judged.chars_sent = 30 if allow else 10
     return judged
@@ -324,6 +325,35 @@ async def test_a_large_input_is_hashed_off_the_event_loop(
     assert threads[1] != threading.main_thread().name
     assert len(threads) == 2
     assert lines(tmp_path)[1]["input_sha256"] == digest(large.input_document)
+
+
+async def test_an_answer_is_hashed_from_its_encoded_input_and_off_the_loop_when_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder, _ = await recorder_for(tmp_path)
+    threads: list[str] = []
+    digest = recorder_module.canonical_sha256
+
+    def watched(canonical: bytes) -> str:
+        threads.append(threading.current_thread().name)
+        return digest(canonical)
+
+    monkeypatch.setattr(recorder_module, "canonical_sha256", watched)
+    request_input = EncodedInput.of({"api": "chat.completions", "n": 1})
+    answers = [{"text": "short"}, {"text": "x" * 100_000}]
+    for i, answer in enumerate(answers):
+        outcome = request(i)
+        await recorder.admit(outcome)
+        judged = verdict(allow=True)
+        judged.document = request_input.with_response(answer)
+        await recorder.answered(outcome, judged, 200)
+    await recorder.stop()
+    assert threads[0] == threading.main_thread().name
+    assert threads[1] != threading.main_thread().name
+    written = [r for r in lines(tmp_path) if r["event"] == "response"]
+    assert [r["input_sha256"] for r in written] == [
+        input_sha256({"api": "chat.completions", "n": 1, "response": answer}) for answer in answers
+    ]
 
 
 async def test_finished_needs_an_admitted_decision_and_writes_one_outcome(

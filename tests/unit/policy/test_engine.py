@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,11 +16,13 @@ from starlette.routing import Route
 
 from gateway.auth import ANONYMOUS
 from gateway.config import Settings
+from gateway.decisionlog import canonical_json, input_sha256
 from gateway.endpoints import readyz
 from gateway.exceptions import PolicyUnavailable
 from gateway.lifecycle import State
 from gateway.pinning.bundle import Bundle
 from gateway.pinning.store import PolicyStore
+from gateway.policy.encoded import INLINE_BYTES, EncodedInput
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.input import RequestFacts, build_input
 
@@ -55,10 +59,12 @@ class FakeOpa:
     def __init__(self) -> None:
         self.answers: list[Any] = []
         self.asked: list[int | None] = []
+        self.bodies: list[bytes] = []
 
     async def data(self, request: web.Request) -> web.Response:
         assert request.query.get("provenance") == "true"
         assert request.query.get("metrics") == "true"
+        self.bodies.append(await request.read())
         document = (await request.json())["input"]
         self.asked.append((document.get("policy") or {}).get("version"))
         return web.json_response(self.answers.pop(0))
@@ -124,8 +130,21 @@ async def test_a_decision_belongs_wholly_to_one_version_during_a_switch(
     )
     decision, document = await engine.decide(FACTS, ANONYMOUS)
     assert opa.asked == [2, 1, 2]
-    assert decision.version.version == 2 and document["policy"]["version"] == 2
+    assert decision.version.version == 2 and document.document["policy"]["version"] == 2
     assert decision.allow is False
+
+
+async def test_a_small_input_is_encoded_once_for_opa_and_the_log(engine_for: EngineFor) -> None:
+    store, _, v2 = two_versions()
+    engine, opa = await engine_for(
+        store, answer({"allow": False}, v2), answer({"allow": False}, v2)
+    )
+    _, small = await engine.decide(FACTS, ANONYMOUS, body_bytes=INLINE_BYTES)
+    assert small.sha256() == input_sha256(small.document)
+    assert opa.bodies[0] == b'{"input":' + canonical_json(small.document) + b"}"
+    _, large = await engine.decide(FACTS, ANONYMOUS, body_bytes=INLINE_BYTES + 1)
+    assert large.canonical is None  # the log hashes it, in a worker thread when large
+    assert json.loads(opa.bodies[1]) == {"input": large.document}
 
 
 async def test_the_superseded_version_judges_within_the_overlap(engine_for: EngineFor) -> None:
@@ -136,7 +155,7 @@ async def test_the_superseded_version_judges_within_the_overlap(engine_for: Engi
     )
     decision, document = await engine.decide(FACTS, ANONYMOUS)
     assert opa.asked == [2, 1]
-    assert decision.version.version == 1 and document["policy"]["version"] == 1
+    assert decision.version.version == 1 and document.document["policy"]["version"] == 1
     assert decision.allow is True
 
 
@@ -292,6 +311,21 @@ def test_input_document_shape() -> None:
     assert document["time"].endswith("Z")
 
 
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 28, 9, 5, 3, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 999_999, tzinfo=UTC),
+        datetime(2026, 6, 1, 14, 0, 0, 7),
+    ],
+)
+def test_input_time_reads_as_strftime_wrote_it(moment: datetime) -> None:
+    store, _, _ = two_versions()
+    assert store.active is not None
+    document = build_input(FACTS, ANONYMOUS, store.active, now=moment)
+    assert document["time"] == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def absent(*revisions: str) -> dict[str, Any]:
     """A Data API answer for a path the bundle does not define: no ``result``."""
     document = answer(None, *revisions)
@@ -334,10 +368,10 @@ async def test_an_answer_decision_from_an_unverified_revision_fails_closed(
     engine, _ = await engine_for(
         store, answer({"allow": False, "reasons": ["leak"]}, v2), answer({"allow": True}, "x")
     )
-    denied = await engine.decide_answer({"response": {"text": "k"}})
+    denied = await engine.decide_answer(EncodedInput.of({"response": {"text": "k"}}))
     assert (denied.allow, denied.reasons, denied.version.version) == (False, ["leak"], 2)
     with pytest.raises(PolicyUnavailable, match="unverified"):
-        await engine.decide_answer({"response": {"text": "k"}})
+        await engine.decide_answer(EncodedInput.of({"response": {"text": "k"}}))
 
 
 async def test_a_spent_budget_is_a_429_with_retry_after(engine_for: EngineFor) -> None:
