@@ -75,7 +75,7 @@ GO_RUNTIME_KNOBS = ("GOGC", "GOMEMLIMIT", "GOMAXPROCS")
 DECISION_OPA_GOGC = "400"
 """Go's collector for the decision OPA, unless the environment says otherwise: at Go's
 default (100) it costs about a quarter of OPA's CPU per decision; at 400 the heap
-settles some 30 MiB higher (bench/README.md, "Go's garbage collector in OPA")."""
+settles some 30 MiB higher (bench/README.md, "Where the milliseconds go")."""
 
 
 def bare_environment() -> dict[str, str]:
