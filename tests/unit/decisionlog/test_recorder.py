@@ -304,18 +304,26 @@ async def test_admit_refuses_a_decision_whose_record_cannot_be_built(
     assert recorder.writer.count == 0
 
 
+def threads_calling(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """Wrap the recorder module's function ``name``: the list gets the thread of each call."""
+    threads: list[str] = []
+    original = getattr(recorder_module, name)
+
+    def watched(value: Any) -> str:
+        threads.append(threading.current_thread().name)
+        result: str = original(value)
+        return result
+
+    monkeypatch.setattr(recorder_module, name, watched)
+    return threads
+
+
 async def test_a_large_input_is_hashed_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder, _ = await recorder_for(tmp_path)
-    threads: list[str] = []
     digest = recorder_module.input_sha256
-
-    def watched(document: object) -> str:
-        threads.append(threading.current_thread().name)
-        return digest(document)
-
-    monkeypatch.setattr(recorder_module, "input_sha256", watched)
+    threads = threads_calling(monkeypatch, "input_sha256")
     small, large = request(1), request(2, document={"input": [0.1 + i for i in range(60_000)]})
     await recorder.admit(small)
     await recorder.admit(large)
@@ -331,14 +339,7 @@ async def test_an_answer_is_hashed_from_its_encoded_input_and_off_the_loop_when_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder, _ = await recorder_for(tmp_path)
-    threads: list[str] = []
-    digest = recorder_module.canonical_sha256
-
-    def watched(canonical: bytes) -> str:
-        threads.append(threading.current_thread().name)
-        return digest(canonical)
-
-    monkeypatch.setattr(recorder_module, "canonical_sha256", watched)
+    threads = threads_calling(monkeypatch, "canonical_sha256")
     request_input = EncodedInput.of({"api": "chat.completions", "n": 1})
     answers = [{"text": "short"}, {"text": "x" * 100_000}]
     for i, answer in enumerate(answers):
