@@ -50,18 +50,12 @@ from gateway.usage.ledger import UsageLedger
 MEMBER = Caller(True, "bench-user", "https://issuer", {"groups": ["members"]})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def redis_server() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is not installed: scripts/install-tools.sh redis")
-    port = free_port()
+    port = po.free_port()
     with tempfile.TemporaryDirectory(prefix="agora-usage-bench-") as workdir:
         args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", workdir,
                 "--save", "", "--appendonly", "no"]  # fmt: skip

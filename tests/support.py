@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,28 +17,12 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.ports import free_port as free_port  # the suites' ports, as the gateway picks them
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOL_BIN = Path(os.environ.get("AGORA_CACHE", Path.home() / ".cache/agora")) / "bin"
 ISSUER = "https://issuer.test"
 AUDIENCE = "agora"
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port free now and not handed out before in this test run.
-
-    The kernel may offer a port again as soon as the probe socket closes, so two
-    calls for one config could name the same port (a listener clash at start).
-    """
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

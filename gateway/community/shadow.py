@@ -37,7 +37,8 @@ from gateway.decisionlog.figures import NO_GROUP
 from gateway.decisionlog.record import group_of
 from gateway.exceptions import AgoraError
 from gateway.lifecycle import cancel_task
-from gateway.policy.opa import bare_environment, end_process, find_opa, free_port
+from gateway.policy.opa import bare_environment, end_process, find_opa
+from gateway.ports import free_port
 from gateway.redaction import redact_input
 
 logger = logging.getLogger("agora.shadow")

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import yaml
 from gateway.exceptions import ConfigError
 from gateway.lifecycle import State, Status, cancel_task
 from gateway.pinning.service import BUNDLE_RESOURCE
+from gateway.ports import free_port
 
 logger = logging.getLogger("agora.opa")
 
@@ -92,13 +92,6 @@ def decision_environment() -> dict[str, str]:
     env["GOGC"] = DECISION_OPA_GOGC
     env.update({knob: os.environ[knob] for knob in GO_RUNTIME_KNOBS if knob in os.environ})
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ManagedOpa(Status):
