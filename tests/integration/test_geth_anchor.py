@@ -14,12 +14,13 @@ import json
 from pathlib import Path
 
 import pytest
+from eth_account.signers.local import LocalAccount
 
 from gateway.chain.anchoring import AnchorWorker, anchoring_worker
 from gateway.chain.anchors import read_anchors
 from gateway.gov.environment import PRIVATE_KEY_ENV, RPC_URL_ENV
 from gateway.lifecycle import State
-from tests.integration.geth import DEV_CHAIN_ID, start_geth
+from tests.integration.geth import DEV_CHAIN_ID, GethNode, start_geth
 from tests.support import run_agora
 from tests.unit.transparency.test_log import LOG_KEY, rewrite, run_writer
 
@@ -32,15 +33,21 @@ def root(size: int) -> bytes:
     return hashlib.sha256(f"tree of {size}".encode()).digest()
 
 
+def deploy_anchor(node: GethNode) -> tuple[LocalAccount, LocalAccount, dict[str, str], str]:
+    """LogAnchor deployed with ``agora gov anchor-deploy``: the deployer, the worker's key
+    (the anchorer), the CLI's environment, and the contract's address."""
+    deployer, gateway_key = node.new_account(), node.new_account(ether=1)
+    env = {RPC_URL_ENV: node.url, PRIVATE_KEY_ENV: deployer.key.hex()}
+    deployed = run_agora(
+        "gov", "anchor-deploy", "--anchorer", gateway_key.address, "--json", env=env
+    )
+    assert deployed.returncode == 0, deployed.stderr + node.log_tail()
+    return deployer, gateway_key, env, json.loads(deployed.stdout)["anchor"]
+
+
 def test_the_worker_anchors_a_growing_log_on_geth(tmp_path: Path) -> None:
     with start_geth(tmp_path, block_period_s=1) as node:
-        deployer, gateway_key = node.new_account(), node.new_account(ether=1)
-        env = {RPC_URL_ENV: node.url, PRIVATE_KEY_ENV: deployer.key.hex()}
-        deployed = run_agora(
-            "gov", "anchor-deploy", "--anchorer", gateway_key.address, "--json", env=env
-        )
-        assert deployed.returncode == 0, deployed.stderr + node.log_tail()
-        address = json.loads(deployed.stdout)["anchor"]
+        deployer, gateway_key, env, address = deploy_anchor(node)
 
         key_env = {"AGORA_ANCHOR_PRIVATE_KEY": gateway_key.key.hex()}
         heads = [(ORIGIN, 10, root(10)), (ORIGIN, 10, root(10)), (ORIGIN, 42, root(42))]
@@ -88,13 +95,7 @@ def test_agora_log_verify_holds_the_files_to_every_anchor_on_geth(tmp_path: Path
     log_dir = tmp_path / "log"
     log_dir.mkdir()
     with start_geth(tmp_path, block_period_s=1) as node:
-        deployer, gateway_key = node.new_account(), node.new_account(ether=1)
-        env = {RPC_URL_ENV: node.url, PRIVATE_KEY_ENV: deployer.key.hex()}
-        deployed = run_agora(
-            "gov", "anchor-deploy", "--anchorer", gateway_key.address, "--json", env=env
-        )
-        assert deployed.returncode == 0, deployed.stderr + node.log_tail()
-        address = json.loads(deployed.stdout)["anchor"]
+        _, gateway_key, _, address = deploy_anchor(node)
 
         async def write_and_anchor() -> None:
             worker = anchoring_worker(
